@@ -1,0 +1,3 @@
+from gtsrb_kit.cli import main
+
+main()

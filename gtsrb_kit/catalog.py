@@ -1,0 +1,331 @@
+"""Read a GTSRB tree into one pandas DataFrame: the single truth about its images.
+
+Two layouts are understood:
+
+* **official** (what the archives from the benchmark's site unpack to)::
+
+    ROOT/GTSRB/Final_Training/Images/000CC/TTTTT_FFFFF.ppm + GT-000CC.csv
+    ROOT/GTSRB/Final_Test/Images/NNNNN.ppm + GT-final_test.test.csv
+    ROOT/GT-final_test.csv                      (test labels)
+
+* **kaggle** (the "GTSRB - German Traffic Sign Recognition Benchmark" repackaging)::
+
+    ROOT/Train.csv, ROOT/Test.csv, ROOT/Meta.csv with a ``Path`` column, PNG images
+
+Every row is one image. Columns (see :data:`CATALOG_COLUMNS`): ``split`` (train/test/meta),
+``path`` (absolute), ``rel_path``, ``class_id``, ``class_name``, ``width``, ``height``,
+``roi_x1``, ``roi_y1``, ``roi_x2``, ``roi_y2`` (inclusive pixel corners, as in the CSVs),
+``track`` and ``frame`` (training images; -1 elsewhere) and ``track_id`` (unique over all
+classes: ``class_id * 100000 + track``; -1 outside training).
+
+Problems (missing files, sizes that disagree with the CSV, unknown class ids, duplicate rows,
+unreadable images) exclude the row and are listed in ``df.attrs["problems"]`` as dicts with
+``path`` and ``problem``; ``strict=True`` raises :class:`~gtsrb_kit.errors.DataError` instead.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from gtsrb_kit.classes import NUM_CLASSES, class_name
+from gtsrb_kit.errors import DataError
+from gtsrb_kit.progress import ProgressCallback, report
+
+Layout = Literal["official", "kaggle"]
+Verify = Literal["none", "header", "full"]
+
+CATALOG_COLUMNS: tuple[str, ...] = (
+    "split", "path", "rel_path", "class_id", "class_name", "width", "height",
+    "roi_x1", "roi_y1", "roi_x2", "roi_y2", "track", "frame", "track_id",
+)
+_CSV_COLUMNS = {
+    "Width": "width", "Height": "height", "Roi.X1": "roi_x1", "Roi.Y1": "roi_y1",
+    "Roi.X2": "roi_x2", "Roi.Y2": "roi_y2", "ClassId": "class_id",
+}
+_INT_COLUMNS = ("class_id", "width", "height", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "track", "frame", "track_id")
+TRACK_ID_FACTOR = 100_000
+
+OFFICIAL_TRAIN_DIR = Path("GTSRB/Final_Training/Images")
+OFFICIAL_TEST_DIR = Path("GTSRB/Final_Test/Images")
+OFFICIAL_TEST_LABELS = "GT-final_test.csv"
+
+
+def detect_layout(root: str | Path) -> Layout:
+    """Tell which layout a folder holds.
+
+    Raises:
+        DataError: when the folder holds neither layout.
+    """
+    root = Path(root)
+    if (root / "Train.csv").is_file() or (root / "Test.csv").is_file():
+        return "kaggle"
+    if (root / OFFICIAL_TRAIN_DIR).is_dir() or (root / OFFICIAL_TEST_DIR).is_dir():
+        return "official"
+    if not root.exists():
+        raise DataError(f"{root}: no such folder; run 'gtsrb-kit download' (or 'gtsrb-kit synth') or pass --root")
+    raise DataError(
+        f"{root}: no GTSRB tree found (expected GTSRB/Final_Training/Images or Train.csv); "
+        "run 'gtsrb-kit download' (or 'gtsrb-kit synth') or pass --root"
+    )
+
+
+def _read_csv(path: Path, sep: str, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable annotation CSV ({_first_line(exc)}); re-download or regenerate it") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; is this a GTSRB annotation file?")
+    return frame
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _to_int(frame: pd.DataFrame, columns: list[str], csv_path: Path, problems: list[dict]) -> pd.DataFrame:
+    """Convert columns to int; rows with non-numeric values become problems."""
+    bad = np.zeros(len(frame), dtype=bool)
+    for col in columns:
+        values = pd.to_numeric(frame[col].str.strip(), errors="coerce")
+        bad |= values.isna().to_numpy()
+        frame[col] = values
+    for _, row in frame[bad].iterrows():
+        problems.append({"path": str(row.get("path", csv_path)), "problem": f"non-numeric value in {csv_path.name}"})
+    frame = frame[~bad].copy()
+    for col in columns:
+        frame[col] = frame[col].astype(np.int64)
+    return frame
+
+
+def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
+    parts: list[pd.DataFrame] = []
+    train_dir = root / OFFICIAL_TRAIN_DIR
+    if train_dir.is_dir():
+        for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
+            csv_path = class_dir / f"GT-{class_dir.name}.csv"
+            if not csv_path.is_file():
+                problems.append({"path": str(csv_path), "problem": "annotation CSV missing; images of this folder skipped"})
+                continue
+            frame = _read_csv(csv_path, ";", ("Filename", *_CSV_COLUMNS))
+            frame = frame.rename(columns=_CSV_COLUMNS)
+            frame["rel_path"] = [str(OFFICIAL_TRAIN_DIR / class_dir.name / f) for f in frame["Filename"]]
+            frame["path"] = [str(class_dir / f) for f in frame["Filename"]]
+            stems = frame["Filename"].str.rsplit(".", n=1).str[0].str.split("_")
+            frame["track"] = stems.str[0]
+            frame["frame"] = stems.str[1]
+            frame["split"] = "train"
+            frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], csv_path, problems)
+            if class_dir.name.isdigit():
+                wrong = frame["class_id"] != int(class_dir.name)
+                for p in frame.loc[wrong, "path"]:
+                    problems.append({"path": p, "problem": f"ClassId disagrees with its folder {class_dir.name}"})
+                frame = frame[~wrong]
+            parts.append(frame)
+    test_dir = root / OFFICIAL_TEST_DIR
+    if test_dir.is_dir():
+        labels = root / OFFICIAL_TEST_LABELS
+        if not labels.is_file():
+            labels = root / "GTSRB" / OFFICIAL_TEST_LABELS
+        if not labels.is_file():
+            problems.append({
+                "path": str(root / OFFICIAL_TEST_LABELS),
+                "problem": "test labels missing (GTSRB_Final_Test_GT.zip); test images skipped",
+            })
+        else:
+            frame = _read_csv(labels, ";", ("Filename", *_CSV_COLUMNS)).rename(columns=_CSV_COLUMNS)
+            frame["rel_path"] = [str(OFFICIAL_TEST_DIR / f) for f in frame["Filename"]]
+            frame["path"] = [str(test_dir / f) for f in frame["Filename"]]
+            frame["track"] = -1
+            frame["frame"] = -1
+            frame["split"] = "test"
+            parts.append(_to_int(frame, list(_CSV_COLUMNS.values()), labels, problems))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CATALOG_COLUMNS))
+
+
+def _kaggle(root: Path, problems: list[dict]) -> pd.DataFrame:
+    parts: list[pd.DataFrame] = []
+    for split, name in (("train", "Train.csv"), ("test", "Test.csv")):
+        csv_path = root / name
+        if not csv_path.is_file():
+            continue
+        frame = _read_csv(csv_path, ",", ("Path", *_CSV_COLUMNS)).rename(columns=_CSV_COLUMNS)
+        frame["rel_path"] = frame["Path"].str.strip()
+        frame["path"] = [str(root / p) for p in frame["rel_path"]]
+        if split == "train":
+            stems = frame["rel_path"].str.rsplit("/", n=1).str[-1].str.rsplit(".", n=1).str[0].str.split("_")
+            frame["track"] = stems.str[-2]
+            frame["frame"] = stems.str[-1]
+        else:
+            frame["track"] = -1
+            frame["frame"] = -1
+        frame["split"] = split
+        parts.append(_to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], csv_path, problems))
+    meta_path = root / "Meta.csv"
+    if meta_path.is_file():
+        frame = _read_csv(meta_path, ",", ("Path", "ClassId")).rename(columns={"ClassId": "class_id"})
+        frame["rel_path"] = frame["Path"].str.strip()
+        frame["path"] = [str(root / p) for p in frame["rel_path"]]
+        for col in ("width", "height", "roi_x1", "roi_y1", "roi_x2", "roi_y2"):
+            frame[col] = -1
+        frame["track"] = -1
+        frame["frame"] = -1
+        frame["split"] = "meta"
+        parts.append(_to_int(frame, ["class_id"], meta_path, problems))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CATALOG_COLUMNS))
+
+
+def _check_images(frame: pd.DataFrame, verify: Verify, problems: list[dict], progress: ProgressCallback | None) -> np.ndarray:
+    """Open every image (header, or full decode); return a keep-mask and fill meta sizes."""
+    keep = np.ones(len(frame), dtype=bool)
+    total = len(frame)
+    widths = frame["width"].to_numpy().copy()
+    heights = frame["height"].to_numpy().copy()
+    for i, (path, split) in enumerate(zip(frame["path"], frame["split"])):
+        if i % 500 == 0:
+            report(progress, "checking images", i, total)
+        try:
+            with Image.open(path) as image:
+                size = image.size
+                if verify == "full":
+                    image.load()
+        except FileNotFoundError:
+            problems.append({"path": path, "problem": "file missing"})
+            keep[i] = False
+            continue
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            problems.append({"path": path, "problem": f"unreadable image ({_first_line(exc)})"})
+            keep[i] = False
+            continue
+        if split == "meta":
+            widths[i], heights[i] = size
+        elif size != (widths[i], heights[i]):
+            problems.append({
+                "path": path,
+                "problem": f"image is {size[0]}x{size[1]} but the CSV says {widths[i]}x{heights[i]}",
+            })
+            keep[i] = False
+    report(progress, "checking images", total, total)
+    frame["width"] = widths
+    frame["height"] = heights
+    return keep
+
+
+def read_catalog(
+    root: str | Path,
+    *,
+    strict: bool = False,
+    verify: Verify = "header",
+    splits: tuple[str, ...] = ("train", "test", "meta"),
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Read a GTSRB tree (official or Kaggle layout) into a DataFrame, one row per image.
+
+    Args:
+        root: Folder holding the tree (the one that contains ``GTSRB/`` or ``Train.csv``).
+        strict: Raise on the first problem instead of reporting and excluding bad rows.
+        verify: ``"header"`` opens each image to check it exists, is an image and has the size
+            the CSV gives; ``"full"`` also decodes the pixels (finds truncated files);
+            ``"none"`` only checks that files exist.
+        splits: Which splits to keep.
+        progress: Optional ``progress(description, completed, total)`` callback.
+
+    Returns:
+        The catalog, sorted by split, class and path, with ``attrs`` ``root``, ``layout`` and
+        ``problems`` (a list of ``{"path", "problem"}`` dicts for excluded rows).
+
+    Raises:
+        DataError: the folder holds no GTSRB tree, a CSV is unreadable, or (``strict``) any
+            image or row has a problem.
+    """
+    root = Path(root).resolve()
+    layout = detect_layout(root)
+    problems: list[dict] = []
+    frame = _official(root, problems) if layout == "official" else _kaggle(root, problems)
+    frame = frame[frame["split"].isin(splits)].reset_index(drop=True)
+
+    dup = frame.duplicated(subset=["path"], keep="first").to_numpy()
+    for p in frame.loc[dup, "path"]:
+        problems.append({"path": p, "problem": "duplicate row in the annotation CSV (first kept)"})
+    frame = frame[~dup].reset_index(drop=True)
+
+    bad_class = ~frame["class_id"].between(0, NUM_CLASSES - 1).to_numpy()
+    for p, c in zip(frame.loc[bad_class, "path"], frame.loc[bad_class, "class_id"]):
+        problems.append({"path": p, "problem": f"class id {c} is outside 0..{NUM_CLASSES - 1}"})
+    frame = frame[~bad_class].reset_index(drop=True)
+
+    if verify == "none":
+        exists = np.array([Path(p).is_file() for p in frame["path"]], dtype=bool)
+        for p in frame.loc[~exists, "path"]:
+            problems.append({"path": p, "problem": "file missing"})
+        keep = exists
+    else:
+        keep = _check_images(frame, verify, problems, progress)
+    frame = frame[keep].reset_index(drop=True)
+
+    if len(frame):
+        roi_bad = (
+            (frame["roi_x1"] < 0) | (frame["roi_y1"] < 0)
+            | (frame["roi_x2"] >= frame["width"]) | (frame["roi_y2"] >= frame["height"])
+            | (frame["roi_x2"] <= frame["roi_x1"]) | (frame["roi_y2"] <= frame["roi_y1"])
+        ) & (frame["split"] != "meta")
+        for p in frame.loc[roi_bad, "path"]:
+            problems.append({"path": p, "problem": "ROI lies outside the image"})
+        frame = frame[~roi_bad.to_numpy()].reset_index(drop=True)
+
+    frame["class_name"] = [class_name(int(c)) for c in frame["class_id"]]
+    frame["track_id"] = np.where(frame["split"] == "train", frame["class_id"] * TRACK_ID_FACTOR + frame["track"], -1)
+    for col in _INT_COLUMNS:
+        frame[col] = frame[col].astype(np.int64)
+    order = {"train": 0, "test": 1, "meta": 2}
+    frame = (
+        frame.assign(_order=frame["split"].map(order))
+        .sort_values(["_order", "class_id", "rel_path"], kind="stable")
+        .drop(columns="_order")[list(CATALOG_COLUMNS)]
+        .reset_index(drop=True)
+    )
+    if strict and problems:
+        first = problems[0]
+        raise DataError(
+            f"{first['path']}: {first['problem']} ({len(problems)} problem(s) in {root}; "
+            "fix or remove the files, or run without --strict to skip them)"
+        )
+    frame.attrs.update({"root": str(root), "layout": layout, "problems": problems})
+    return frame
+
+
+def catalog_problems(catalog: pd.DataFrame) -> pd.DataFrame:
+    """The problems found while reading a catalog, as a DataFrame with ``path`` and ``problem``."""
+    return pd.DataFrame(catalog.attrs.get("problems", []), columns=["path", "problem"])
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode one image file (PPM, PNG, JPEG...) to an RGB ``uint8`` array of shape (H, W, 3).
+
+    Raises:
+        DataError: the file is missing or not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file missing; check the path") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable image ({_first_line(exc)}); re-download or remove it") from None
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode image bytes to an RGB ``uint8`` array (H, W, 3); errors name ``name``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{name}: unreadable image ({_first_line(exc)})") from None

@@ -1,0 +1,3 @@
+"""`gtsrb-kit train` commands (placeholder until implemented)."""
+
+from gtsrb_kit.cli._app import app  # noqa: F401
