@@ -165,8 +165,9 @@ def _kaggle(root: Path, problems: list[dict]) -> pd.DataFrame:
             frame["track"] = stems.str[-2]
             frame["frame"] = stems.str[-1]
         else:
-            frame["track"] = -1
-            frame["frame"] = -1
+            # Strings: _to_int below parses these columns with the .str accessor.
+            frame["track"] = "-1"
+            frame["frame"] = "-1"
         frame["split"] = split
         parts.append(_to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], csv_path, problems))
     meta_path = root / "Meta.csv"
