@@ -1,0 +1,517 @@
+"""Reports over a run folder: one row per run, the combined ``report.json``, Markdown, HTML and charts.
+
+A run folder is a sweep's ``RUN_DIR`` (its ``plan.json`` lists every run, finished or not) or any
+folder whose sub-folders are training runs (``gtsrb-kit train`` outputs). Rows are rebuilt from
+the files on disk each time (``metrics.json``, ``run.json``, ``config.json``, ``history.*``), so a
+report over a partial sweep shows the missing runs as pending, running, interrupted or failed.
+
+* :func:`collect_runs` -> list of row dicts (:data:`ROW_FIELDS`).
+* :func:`build_report` -> the combined report as a dict (deterministic: no timestamps).
+* :func:`update_report_json` writes ``RUN_DIR/report.json`` atomically under a lock.
+* :func:`write_report` writes ``report.json``, ``report.md``, a self-contained ``report.html``
+  and the PNG charts ``charts/accuracy.png`` and ``charts/learning_curves.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gtsrb_kit.errors import DataError
+from gtsrb_kit.fileio import atomic_path, write_text_atomic
+from gtsrb_kit.sweep import (
+    CHECKPOINT_FILE, FAILED_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, file_lock,
+    read_json, run_status,
+)
+
+REPORT_FORMAT = "gtsrb-kit-report/1"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+CHARTS_DIR = "charts"
+ACCURACY_PNG = "accuracy.png"
+CURVES_PNG = "learning_curves.png"
+_REPORT_LOCK = ".report.lock"
+_RUN_MARKERS = (METRICS_FILE, RUN_FILE, CHECKPOINT_FILE, FAILED_FILE, "config.json", "history.csv")
+
+#: Columns of a report row, in table order.
+ROW_FIELDS: tuple[str, ...] = (
+    "run", "status", "dataset", "model", "augment", "test_accuracy", "best_val_accuracy", "best_epoch",
+    "epochs_completed", "epochs", "batch_size", "seed", "duration_s", "model_params", "dataset_mb",
+    "model_mb", "dataset_path", "metrics", "error",
+)
+
+
+def _mb(path: Path) -> float | None:
+    try:
+        return round(path.stat().st_size / 1e6, 3)
+    except OSError:
+        return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
+        return None
+    return value
+
+
+def _run_folders(run_dir: Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """(run name, planned run entry or None), plan order first, then other run folders found on disk."""
+    plan = read_json(run_dir / PLAN_FILE)
+    entries: list[tuple[str, dict[str, Any] | None]] = []
+    seen: set[str] = set()
+    if plan and isinstance(plan.get("runs"), list):
+        for entry in plan["runs"]:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] not in seen:
+                entries.append((entry["name"], entry))
+                seen.add(entry["name"])
+    extra = []
+    if run_dir.is_dir():
+        for child in run_dir.iterdir():
+            if child.is_dir() and child.name not in seen and not child.name.startswith("."):
+                if any((child / marker).exists() for marker in _RUN_MARKERS):
+                    extra.append(child.name)
+    entries.extend((name, None) for name in sorted(extra))
+    return entries
+
+
+def _planned_dataset_paths(run_dir: Path) -> dict[str, str]:
+    plan = read_json(run_dir / PLAN_FILE) or {}
+    out = {}
+    for d in plan.get("datasets", []) if isinstance(plan.get("datasets"), list) else []:
+        if not isinstance(d, dict):
+            continue
+        if "path" in d:
+            out[Path(d["path"]).stem] = d["path"]
+        elif {"size", "mode", "out"} <= set(d):
+            stem = f"set-{d['size']}x{d['size']}-{d['mode']}{'-roi' if d.get('roi') else ''}"
+            out[stem] = str(Path(d["out"]) / f"{stem}.h5")
+    return out
+
+
+def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """One row per run of a run folder (see :data:`ROW_FIELDS`), planned runs first in plan order.
+
+    Raises:
+        DataError: ``run_dir`` does not exist.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run folder; run 'gtsrb-kit sweep PLAN --run-dir {run_dir}' first")
+    datasets = _planned_dataset_paths(run_dir)
+    rows = []
+    for name, planned in _run_folders(run_dir):
+        folder = run_dir / name
+        metrics = read_json(folder / METRICS_FILE) or {}
+        record = read_json(folder / RUN_FILE) or {}
+        config = read_json(folder / "config.json") or {}
+        failed = read_json(folder / FAILED_FILE) or {}
+        identity = record.get("identity", {})
+        settings = dict(identity.get("settings", {}))
+        if planned:
+            settings.update({k: v for k, v in planned.items() if k not in ("name", "dataset", "model", "augment")})
+        status = run_status(folder)
+
+        def pick(key: str, *sources: dict[str, Any]) -> Any:
+            for src in sources:
+                if src.get(key) is not None:
+                    return src[key]
+            return None
+
+        data_path = record.get("dataset_path") or metrics.get("data") or config.get("data")
+        dataset = (planned or {}).get("dataset") or identity.get("dataset")
+        if dataset is None and data_path:
+            dataset = Path(str(data_path)).stem
+        if data_path is None and dataset in datasets:
+            data_path = datasets[dataset]
+        model_file = folder / "best.keras"
+        rows.append({
+            "run": name,
+            "status": status,
+            "dataset": dataset,
+            "model": pick("model", planned or {}, identity, metrics, config),
+            "augment": pick("augment", planned or {}, identity, metrics, config) or "none",
+            "test_accuracy": _num(metrics.get("test_accuracy")),
+            "best_val_accuracy": _num(metrics.get("best_val_accuracy")),
+            "best_epoch": metrics.get("best_epoch"),
+            "epochs_completed": metrics.get("epochs_completed"),
+            "epochs": pick("epochs", settings, config, metrics),
+            "batch_size": pick("batch_size", settings, metrics, config),
+            "seed": pick("seed", settings, metrics, config),
+            "duration_s": _num(metrics.get("duration_s")),
+            "model_params": metrics.get("model_params"),
+            "dataset_mb": _mb(Path(data_path)) if data_path else None,
+            "model_mb": _mb(model_file) if model_file.is_file() else None,
+            "dataset_path": str(data_path) if data_path else None,
+            "metrics": f"{name}/{METRICS_FILE}" if metrics else None,
+            "error": failed.get("error") if status == "failed" else None,
+        })
+    return rows
+
+
+def best_per_dataset(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Dataset -> name of its finished run with the highest test accuracy (ties: first in order)."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        acc = row.get("test_accuracy")
+        if row["status"] != "done" or acc is None:
+            continue
+        key = str(row.get("dataset"))
+        if key not in best or acc > best[key]["test_accuracy"]:
+            best[key] = row
+    return {k: v["run"] for k, v in best.items()}
+
+
+def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The combined report of a run folder as a dict (what ``report.json`` holds).
+
+    Keys: ``format``, ``name`` (the plan's), ``counts`` (runs per status), ``best_per_dataset``,
+    ``best`` (the best finished run overall) and ``runs`` (the rows). No timestamps, so the same
+    files on disk always give the same report.
+    """
+    run_dir = Path(run_dir)
+    rows = collect_runs(run_dir)
+    plan = read_json(run_dir / PLAN_FILE) or {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    done = [r for r in rows if r["status"] == "done" and r["test_accuracy"] is not None]
+    best = max(done, key=lambda r: r["test_accuracy"])["run"] if done else None
+    return {
+        "format": REPORT_FORMAT,
+        "name": plan.get("name", run_dir.resolve().name),
+        "total": len(rows),
+        "complete": bool(rows) and counts.get("done", 0) == len(rows),
+        "counts": dict(sorted(counts.items())),
+        "best": best,
+        "best_per_dataset": best_per_dataset(rows),
+        "runs": rows,
+    }
+
+
+def _dump(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def update_report_json(run_dir: str | os.PathLike[str]) -> Path:
+    """Rebuild ``RUN_DIR/report.json`` from disk and write it atomically, under a lock.
+
+    Every writer reads all runs' files after taking the lock, and each run writes its metrics
+    before asking for the lock, so the last writer always sees every finished run: array tasks
+    that finish at the same time cannot drop each other's rows.
+    """
+    run_dir = Path(run_dir)
+    with file_lock(run_dir / _REPORT_LOCK):
+        report = build_report(run_dir)
+        target = run_dir / REPORT_JSON
+        write_text_atomic(target, _dump(report))
+    return target
+
+
+def runs_frame(run_dir: str | os.PathLike[str]) -> Any:
+    """The report rows as a pandas DataFrame (one row per run, :data:`ROW_FIELDS` columns)."""
+    import pandas as pd
+
+    return pd.DataFrame(collect_runs(run_dir), columns=list(ROW_FIELDS))
+
+
+# ----------------------------------------------------------------------------------------------
+# History and charts
+
+
+def read_history(folder: str | os.PathLike[str]) -> dict[str, list[float]]:
+    """Per-epoch metrics of a run (``history.csv``, else ``history.json``) as column -> values."""
+    folder = Path(folder)
+    path = folder / "history.csv"
+    if path.is_file():
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except OSError:
+            rows = []
+        out: dict[str, list[float]] = {}
+        for row in rows:
+            for key, value in row.items():
+                if key is None:
+                    continue
+                try:
+                    out.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    out.setdefault(key, []).append(float("nan"))
+        if out:
+            return out
+    data = read_json(folder / "history.json")
+    if isinstance(data, dict):
+        hist = data.get("history", data)
+        if isinstance(hist, dict):
+            return {k: [float(x) for x in v] for k, v in hist.items()
+                    if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)}
+    return {}
+
+
+def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float | None]]]:
+    """Datasets (rows) x model[/augment] (columns) of test accuracy."""
+    augments = {r["augment"] for r in rows}
+    def col(r: dict[str, Any]) -> str:
+        return f"{r['model']}" if len(augments) <= 1 else f"{r['model']}/{r['augment']}"
+    datasets = list(dict.fromkeys(str(r["dataset"]) for r in rows))
+    cols = list(dict.fromkeys(col(r) for r in rows))
+    grid: list[list[float | None]] = [[None] * len(cols) for _ in datasets]
+    for r in rows:
+        if r["test_accuracy"] is not None and r["status"] == "done":
+            grid[datasets.index(str(r["dataset"]))][cols.index(col(r))] = r["test_accuracy"]
+    return datasets, cols, grid
+
+
+def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Path | None:
+    """Heat map of test accuracy, datasets x models (annotated; empty cells = not finished).
+
+    Returns:
+        The PNG path, or ``None`` when no run has finished.
+    """
+    if not any(r["status"] == "done" and r["test_accuracy"] is not None for r in rows):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets, cols, grid = _pivot(rows)
+    values = np.array([[np.nan if v is None else v for v in line] for line in grid], dtype=float)
+    fig_w = max(4.0, 1.1 * len(cols) + 2.8)
+    fig_h = max(2.2, 0.5 * len(datasets) + 1.4)
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
+    finite = values[np.isfinite(values)]
+    vmin = float(finite.min()) if finite.size else 0.0
+    vmax = float(finite.max()) if finite.size else 1.0
+    if vmax - vmin < 1e-6:
+        vmin = max(0.0, vmin - 0.05)
+        vmax = min(1.0, vmax + 0.05) if vmax < 1 else 1.0
+        vmin = min(vmin, vmax - 0.01)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(datasets)), datasets)
+    best_by_row = [int(np.nanargmax(line)) if np.isfinite(line).any() else -1 for line in values]
+    for i in range(len(datasets)):
+        for j in range(len(cols)):
+            v = values[i, j]
+            text = "-" if not np.isfinite(v) else f"{v:.3f}"
+            bright = np.isfinite(v) and (v - vmin) / max(vmax - vmin, 1e-9) > 0.6
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="black" if bright or not np.isfinite(v) else "white",
+                    fontweight="bold" if j == best_by_row[i] else "normal")
+    ax.set_title("Test accuracy (bold: best per dataset)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: str | os.PathLike[str]) -> Path | None:
+    """Accuracy per epoch (training dashed, validation solid) of the given runs, on one chart.
+
+    Returns:
+        The PNG path, or ``None`` when none of the runs has a history.
+    """
+    run_dir = Path(run_dir)
+    histories = {name: read_history(run_dir / name) for name in runs}
+    histories = {k: v for k, v in histories.items() if v.get("val_accuracy") or v.get("accuracy")}
+    if not histories:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, hist) in enumerate(histories.items()):
+        color = colors[k % len(colors)]
+        for key, style, label in (("val_accuracy", "-", name), ("accuracy", "--", None)):
+            values = hist.get(key)
+            if values:
+                epochs = [int(e) + 1 for e in hist["epoch"]] if len(hist.get("epoch", [])) == len(values) \
+                    else list(range(1, len(values) + 1))
+                ax.plot(epochs, values, style, color=color, label=label, marker="o", markersize=3)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Learning curves of the best runs (solid: validation, dashed: training)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown and HTML
+
+_COLUMNS = (
+    ("run", "run"), ("status", "status"), ("dataset", "dataset"), ("model", "model"), ("augment", "augment"),
+    ("test_accuracy", "test acc"), ("best_val_accuracy", "best val acc"), ("epochs_completed", "epochs"),
+    ("duration_s", "duration (s)"), ("model_params", "params"), ("dataset_mb", "dataset MB"),
+)
+
+
+def format_cell(key: str, value: Any) -> str:
+    """A row value as table text (accuracies with 4 decimals, sizes with 1, ``-`` for none)."""
+    if value is None:
+        return "-"
+    if key in ("test_accuracy", "best_val_accuracy"):
+        return f"{value:.4f}"
+    if key in ("duration_s", "dataset_mb", "model_mb"):
+        return f"{value:.1f}"
+    if key == "model_params" and isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _markdown(report: dict[str, Any], charts: dict[str, Path]) -> str:
+    rows = report["runs"]
+    best = set(report["best_per_dataset"].values())
+    lines = [f"# Sweep report: {report['name']}", ""]
+    counts = ", ".join(f"{n} {s}" for s, n in report["counts"].items()) or "no runs"
+    lines.append(f"{report['total']} runs: {counts}.")
+    if report["best"]:
+        b = next(r for r in rows if r["run"] == report["best"])
+        lines.append(f"Best: **{b['run']}** (test accuracy {b['test_accuracy']:.4f}).")
+    lines += ["", "Best run per dataset in **bold**.", ""]
+    lines.append("| " + " | ".join(h for _, h in _COLUMNS) + " |")
+    lines.append("|" + "|".join("---:" if k in ("test_accuracy", "best_val_accuracy", "epochs_completed",
+                                                 "duration_s", "model_params", "dataset_mb") else "---"
+                                 for k, _ in _COLUMNS) + "|")
+    for r in rows:
+        cells = [format_cell(k, r[k]).replace("|", "\\|") for k, _ in _COLUMNS]
+        if r["run"] in best:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        lines += ["", "## Failed runs", ""]
+        lines += [f"- `{r['run']}`: {r['error']}" for r in failed]
+    if charts:
+        lines += ["", "## Charts", ""]
+        for title, path in charts.items():
+            lines.append(f"![{title}]({CHARTS_DIR}/{path.name})")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}
+table{border-collapse:collapse;font-size:.9em}
+th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.best td{font-weight:bold;background:#e8f5e9}
+.status-done{color:#2e7d32}.status-failed{color:#c62828}.status-running{color:#1565c0}
+.status-interrupted,.status-started{color:#ef6c00}.status-pending{color:#777}
+img{max-width:100%;margin:.5em 0}
+"""
+
+
+def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
+    rows = report["runs"]
+    best = set(report["best_per_dataset"].values())
+    esc = html.escape
+    numeric = {"test_accuracy", "best_val_accuracy", "epochs_completed", "duration_s", "model_params", "dataset_mb"}
+    parts = [
+        "<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>Sweep report: {esc(str(report['name']))}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<h1>Sweep report: {esc(str(report['name']))}</h1>",
+    ]
+    counts = ", ".join(f"{n} {s}" for s, n in report["counts"].items()) or "no runs"
+    parts.append(f"<p>{report['total']} runs: {esc(counts)}. Best run per dataset highlighted.</p>")
+    parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for _, h in _COLUMNS) + "</tr></thead><tbody>")
+    for r in rows:
+        cls = ' class="best"' if r["run"] in best else ""
+        cells = []
+        for k, _ in _COLUMNS:
+            text = esc(format_cell(k, r[k]))
+            if k == "status":
+                cells.append(f'<td class="status-{esc(r[k])}">{text}</td>')
+            elif k in numeric:
+                cells.append(f'<td class="num">{text}</td>')
+            else:
+                cells.append(f"<td>{text}</td>")
+        parts.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        parts.append("<h2>Failed runs</h2><ul>")
+        parts += [f"<li><code>{esc(r['run'])}</code>: {esc(str(r['error']))}</li>" for r in failed]
+        parts.append("</ul>")
+    for title, path in charts.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{data}\">")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+@dataclass
+class ReportFiles:
+    """Files written by :func:`write_report` (charts are ``None`` when there was nothing to plot)."""
+
+    report: dict[str, Any]
+    json: Path
+    markdown: Path
+    html: Path
+    accuracy_chart: Path | None
+    curves_chart: Path | None
+
+
+def write_report(
+    run_dir: str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None, max_curves: int = 8,
+) -> ReportFiles:
+    """Write the full report of a run folder.
+
+    Files: ``report.json`` (in ``run_dir``, under the lock), and in ``out_dir`` (default
+    ``run_dir``): ``report.md``, ``report.html`` (self-contained: inline CSS, charts as base64
+    PNG) and ``charts/accuracy.png`` / ``charts/learning_curves.png`` (the best run of each
+    dataset, at most ``max_curves`` of them). Works on partial sweeps.
+
+    Raises:
+        DataError: ``run_dir`` does not exist.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run folder; run 'gtsrb-kit sweep PLAN --run-dir {run_dir}' first")
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = update_report_json(run_dir)
+    report = read_json(json_path) or build_report(run_dir)
+    rows = report["runs"]
+    charts_dir = out_dir / CHARTS_DIR
+    charts: dict[str, Path] = {}
+    acc = plot_accuracy(rows, charts_dir / ACCURACY_PNG)
+    if acc:
+        charts["Test accuracy by dataset and model"] = acc
+    best_runs = list(report["best_per_dataset"].values())[:max_curves]
+    curves = plot_learning_curves(run_dir, best_runs, charts_dir / CURVES_PNG)
+    if curves:
+        charts["Learning curves of the best runs"] = curves
+    md = out_dir / REPORT_MD
+    write_text_atomic(md, _markdown(report, charts))
+    page = out_dir / REPORT_HTML
+    write_text_atomic(page, _html(report, charts))
+    return ReportFiles(report, json_path, md, page, acc, curves)

@@ -1,0 +1,165 @@
+"""Sweep reports: rows from disk, partial sweeps, concurrent writers, Markdown/HTML/PNG, `report` command."""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from gtsrb_kit.cli import app
+from gtsrb_kit.errors import DataError
+from gtsrb_kit.report import build_report, collect_runs, read_history, runs_frame, update_report_json, write_report
+from gtsrb_kit.sweep import freeze_plan, plan_from_dict
+
+runner = CliRunner()
+
+
+def make_sweep(tmp: Path, accuracies: dict[str, float | None], *, models=("v1", "v2")) -> Path:
+    """A sweep folder: 2 datasets x models; runs given an accuracy are finished, None = interrupted."""
+    data = tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for stem in ("set-24x24-L", "set-24x24-RGB"):
+        (data / f"{stem}.h5").write_bytes(b"x" * 250_000)
+    plan = plan_from_dict({"name": "tiny", "datasets": [str(data / "set-24x24-*.h5")], "models": list(models),
+                           "train": {"epochs": 3, "batch_size": 8}})
+    run_dir = tmp / "runs"
+    freeze_plan(plan, run_dir)
+    for run in plan.runs:
+        if run.name not in accuracies:
+            continue
+        folder = run_dir / run.name
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"name": run.name, "dataset_path": str(run.dataset.path),
+                                                     "identity": run.identity()}))
+        (folder / "last.keras").write_bytes(b"ckpt")
+        acc = accuracies[run.name]
+        (folder / "history.csv").write_text(
+            "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.2,2.0,0.3,1.9\n1,0.5,1.0,0.55,1.1\n")
+        if acc is None:
+            continue
+        (folder / "best.keras").write_bytes(b"m" * 500_000)
+        (folder / "metrics.json").write_text(json.dumps({
+            "test_accuracy": acc, "best_val_accuracy": acc + 0.01, "best_epoch": 2, "epochs_completed": 3,
+            "duration_s": 12.5, "model": run.model, "data": str(run.dataset.path), "model_params": 123456,
+            "seed": 0, "augment": "none", "batch_size": 8,
+        }))
+    return run_dir
+
+
+ACC = {
+    "set-24x24-L__v1__none": 0.81, "set-24x24-L__v2__none": 0.92,
+    "set-24x24-RGB__v1__none": 0.88, "set-24x24-RGB__v2__none": None,
+}
+
+
+def test_rows_and_partial_sweep(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, {k: v for k, v in ACC.items() if k != "set-24x24-RGB__v1__none"})
+    (run_dir / "set-24x24-RGB__v1__none").mkdir()
+    (run_dir / "set-24x24-RGB__v1__none" / "failed.json").write_text(json.dumps({"error": "ValueError: nan loss"}))
+    rows = {r["run"]: r for r in collect_runs(run_dir)}
+    assert list(rows) == list(ACC)  # plan order
+    assert [rows[k]["status"] for k in ACC] == ["done", "done", "failed", "interrupted"]
+    r = rows["set-24x24-L__v2__none"]
+    assert (r["dataset"], r["model"], r["augment"], r["test_accuracy"], r["epochs"]) == \
+        ("set-24x24-L", "v2", "none", 0.92, 3)
+    assert r["dataset_mb"] == 0.25 and r["model_mb"] == 0.5 and r["duration_s"] == 12.5
+    assert rows["set-24x24-RGB__v1__none"]["error"] == "ValueError: nan loss"
+    assert rows["set-24x24-RGB__v2__none"]["test_accuracy"] is None
+
+    report = build_report(run_dir)
+    assert report["counts"] == {"done": 2, "failed": 1, "interrupted": 1}
+    assert report["best"] == "set-24x24-L__v2__none" and not report["complete"]
+    assert report["best_per_dataset"] == {"set-24x24-L": "set-24x24-L__v2__none"}
+    assert build_report(run_dir) == report  # deterministic
+
+
+def test_pending_runs_and_plain_run_folders(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, {"set-24x24-L__v1__none": 0.7})
+    # A stray training run (not in the plan) is listed after the planned ones.
+    stray = run_dir / "my-own-run"
+    stray.mkdir()
+    (stray / "metrics.json").write_text(json.dumps({"test_accuracy": 0.99, "model": "v3",
+                                                    "data": str(tmp_path / "data" / "set-24x24-L.h5")}))
+    rows = collect_runs(run_dir)
+    assert [r["status"] for r in rows] == ["done", "pending", "pending", "pending", "done"]
+    assert rows[-1]["run"] == "my-own-run" and rows[-1]["dataset"] == "set-24x24-L" and rows[-1]["model"] == "v3"
+    assert rows[1]["dataset_mb"] == 0.25  # planned dataset found through plan.json
+    frame = runs_frame(run_dir)
+    assert len(frame) == 5 and frame.loc[4, "test_accuracy"] == 0.99
+
+
+def test_history_reading(tmp_path: Path) -> None:
+    (tmp_path / "history.json").write_text(json.dumps({"accuracy": [0.1, 0.2], "val_accuracy": [0.15, 0.3]}))
+    assert read_history(tmp_path) == {"accuracy": [0.1, 0.2], "val_accuracy": [0.15, 0.3]}
+    (tmp_path / "history.csv").write_text("epoch,accuracy,val_accuracy\n0,0.5,0.4\n1,0.6,0.45\n")
+    assert read_history(tmp_path)["val_accuracy"] == [0.4, 0.45]
+
+
+def _update(run_dir: str) -> None:
+    update_report_json(run_dir)
+
+
+def test_concurrent_report_writers_never_lose_rows(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, {k: v for k, v in ACC.items() if v is not None})
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_update, args=(str(run_dir),)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["counts"] == {"done": 3, "pending": 1}
+    assert not list(run_dir.glob(".report.json.*"))  # no temporary files left behind
+
+
+def test_write_report_files(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, ACC)
+    files = write_report(run_dir)
+    assert json.loads(files.json.read_text())["counts"] == {"done": 3, "interrupted": 1}
+    md = files.markdown.read_text()
+    assert "| **set-24x24-L__v2__none** | **done** |" in md  # best of its dataset in bold
+    assert "| set-24x24-L__v1__none | done |" in md and "| set-24x24-RGB__v2__none | interrupted |" in md
+    assert "![Test accuracy by dataset and model](charts/accuracy.png)" in md
+    page = files.html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert '<tr class="best"><td>set-24x24-RGB__v1__none</td>' in page
+    assert "src=\"http" not in page and "<link" not in page  # self-contained
+    images = [part.split('"')[0] for part in page.split('src="data:image/png;base64,')[1:]]
+    assert len(images) == 2
+    assert base64.b64decode(images[0]) == files.accuracy_chart.read_bytes()
+    with Image.open(files.accuracy_chart) as im:
+        assert im.format == "PNG" and im.width > 300
+    with Image.open(files.curves_chart) as im:
+        assert im.format == "PNG"
+
+
+def test_report_of_a_sweep_with_nothing_finished(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, {})
+    files = write_report(run_dir)
+    assert files.accuracy_chart is None and files.curves_chart is None
+    assert "4 runs: 4 pending." in files.markdown.read_text()
+
+
+def test_report_command(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, ACC)
+    result = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "set-24x24-L__v2__none" in out and "0.9200" in out and "interrupted" in out
+    assert "best: set-24x24-L__v2__none" in out
+    for name in ("report.md", "report.html", "charts/accuracy.png", "charts/learning_curves.png"):
+        assert (tmp_path / "out" / name).is_file()
+    assert (run_dir / "report.json").is_file()
+
+
+def test_report_on_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such run folder"):
+        write_report(tmp_path / "nope")
+    result = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "no such run folder" in result.stderr
