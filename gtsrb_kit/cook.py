@@ -1,0 +1,592 @@
+"""Cook enhanced datasets: one HDF5 file per (size, mode) variant, written in parallel.
+
+How it runs:
+
+1. read the catalog (:func:`gtsrb_kit.catalog.read_catalog`), plan the track-wise split
+   (:mod:`gtsrb_kit.split`), compute each variant's recipe; files already complete with the
+   same recipe are skipped (``force`` rebuilds them);
+2. unless ``keep_test_duplicates``, hash the selected images and drop training tracks holding an
+   image byte-identical to a selected test image (real GTSRB has eight such frames);
+3. cut every split into chunks of :data:`~gtsrb_kit.store.CHUNK_IMAGES` images; worker processes
+   decode each image once, produce every variant of the chunk and compress it; the main
+   process writes the compressed chunks straight into the HDF5 files, in order, with a bounded
+   number of chunks in flight, so memory does not grow with the dataset;
+4. each file is written under a temporary name and renamed when complete.
+
+The output is byte-identical for the same inputs and arguments (no timestamps, fixed order).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from gtsrb_kit.catalog import decode_image_bytes, read_catalog
+from gtsrb_kit.classes import CLASS_NAMES
+from gtsrb_kit.enhance import (
+    DEFAULT_MODES,
+    DEFAULT_SIZES,
+    MODES,
+    apply_mode,
+    check_mode,
+    check_size,
+    mode_channels,
+    resize_image,
+)
+from gtsrb_kit.errors import ConfigError, DataError
+from gtsrb_kit.fileio import atomic_path
+from gtsrb_kit.progress import ProgressCallback, report
+from gtsrb_kit.split import SplitPlan, check_fraction, plan_split
+from gtsrb_kit.store import CHUNK_IMAGES, CREATED_BY, SCHEMA_VERSION, SPLITS, enhanced_filename
+
+__all__ = ["MODES", "DEFAULT_MODES", "DEFAULT_SIZES", "CookResult", "cook_dataset", "COOK_ALGORITHM"]
+
+def _package_version() -> str:
+    try:
+        from gtsrb_kit import __version__
+
+        return str(__version__)
+    except ImportError:  # e.g. a stale editable install that sees gtsrb_kit as a namespace package
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("gtsrb-kit")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+COOK_ALGORITHM = 1  # bump when cooked pixels change for the same recipe
+GZIP_LEVEL = 1
+_IN_FLIGHT_PER_WORKER = 2
+
+
+@dataclass(frozen=True)
+class CookResult:
+    """What happened to one variant file."""
+
+    path: Path
+    variant: str
+    size: int
+    mode: str
+    roi: bool
+    counts: dict[str, int]
+    bytes: int
+    skipped: bool
+    dropped_duplicate_tracks: int = 0
+    skipped_images: int = 0
+    problems: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Variant:
+    size: int
+    mode: str
+    roi: bool
+
+    @property
+    def name(self) -> str:
+        return enhanced_filename(self.size, self.mode, self.roi)[: -len(".h5")]
+
+    @property
+    def channels(self) -> int:
+        return mode_channels(self.mode)
+
+
+# --------------------------------------------------------------------------- worker side
+
+@dataclass(frozen=True)
+class _Task:
+    """One chunk of one split: the images to decode and the variants to produce."""
+
+    split: str
+    chunk: int
+    rows: int                        # images of this chunk (the last one may be partial)
+    chunk_rows: int                  # rows of the HDF5 chunk (the buffer is padded to this)
+    paths: tuple[str, ...]
+    rois: tuple[tuple[int, int, int, int] | None, ...]
+    sizes: tuple[tuple[int, int] | None, ...]   # expected (width, height), None for meta
+    variants: tuple[_Variant, ...]
+    level: int
+
+
+def _decode(path: str) -> np.ndarray:
+    import cv2
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3:
+        return decode_image_bytes(data, path)  # Pillow reads what OpenCV does not, or says why not
+    return image[:, :, ::-1]  # BGR -> RGB
+
+
+def _cook_chunk(task: _Task) -> tuple[dict[str, bytes], list[dict]]:
+    """Decode the chunk's images once and return every variant's compressed chunk + problems."""
+    resized: dict[tuple[int, bool], list[np.ndarray]] = {}
+    problems: list[dict] = []
+    keys = sorted({(v.size, v.roi) for v in task.variants})
+    for path, roi, expect in zip(task.paths, task.rois, task.sizes):
+        try:
+            image = _decode(path)
+        except (DataError, OSError) as exc:
+            problems.append({"path": path, "problem": str(exc).split("\n")[0]})
+            continue
+        if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
+            problems.append({
+                "path": path,
+                "problem": f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}",
+            })
+            continue
+        for size, use_roi in keys:
+            src = image
+            if use_roi and roi is not None:
+                x1, y1, x2, y2 = roi
+                src = image[y1:y2 + 1, x1:x2 + 1]
+            resized.setdefault((size, use_roi), []).append(resize_image(src, size))
+    if problems:
+        return {}, problems
+    out: dict[str, bytes] = {}
+    for (size, use_roi), images in resized.items():
+        batch = np.stack(images)
+        for variant in task.variants:
+            if (variant.size, variant.roi) != (size, use_roi):
+                continue
+            pixels = apply_mode(batch, variant.mode)
+            if task.chunk_rows > len(pixels):
+                pad = np.zeros((task.chunk_rows - len(pixels), *pixels.shape[1:]), np.uint8)
+                pixels = np.concatenate([pixels, pad])
+            out[variant.name] = zlib.compress(np.ascontiguousarray(pixels).tobytes(), task.level)
+    return out, problems
+
+
+def _hash_files(paths: Sequence[str]) -> list[str | None]:
+    """Content hashes of files (None for unreadable ones)."""
+    digests: list[str | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                digests.append(hashlib.blake2b(fh.read(), digest_size=16).hexdigest())
+        except OSError:
+            digests.append(None)
+    return digests
+
+
+def _init_worker() -> None:
+    # one process per core: keep OpenCV and BLAS from starting threads of their own
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------- executor
+
+class _InlineExecutor:
+    """The executor interface, run in this process (workers=1): simpler and no start-up cost."""
+
+    def submit(self, fn, *args):  # noqa: ANN001, ANN201
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:  # noqa: D102
+        pass
+
+
+@contextlib.contextmanager
+def _executor(workers: int) -> Iterator[Any]:
+    if workers <= 1:
+        yield _InlineExecutor()
+        return
+    # fork is fastest, but unsafe once TensorFlow (threads) is loaded in this process
+    methods = multiprocessing.get_all_start_methods()
+    method = "fork" if "fork" in methods and "tensorflow" not in sys.modules else "spawn"
+    if method == "spawn" and "forkserver" in methods:
+        method = "forkserver"
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
+    )
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+def _ordered(executor: Any, fn: Any, items: Sequence[Any], window: int) -> Iterator[Any]:
+    """``map`` in order with at most ``window`` items in flight (bounded memory)."""
+    pending: list[cf.Future] = []
+    it = iter(items)
+    for item in it:
+        pending.append(executor.submit(fn, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.pop(0).result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(executor.submit(fn, nxt))
+        yield result
+
+
+# --------------------------------------------------------------------------- planning helpers
+
+def _fingerprint(catalog: pd.DataFrame, rows: np.ndarray) -> str:
+    """Hash of the catalog rows used (paths, labels, sizes, ROIs) and of their files' sizes."""
+    digest = hashlib.sha256()
+    sub = catalog.iloc[rows]
+    cols = ["split", "rel_path", "class_id", "width", "height", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "track_id"]
+    for values in zip(*(sub[c].tolist() for c in cols), strict=True):
+        digest.update(("\t".join(map(str, values)) + "\n").encode("utf-8"))
+    for path in sub["path"]:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+        digest.update(f"{size}\n".encode())
+    return digest.hexdigest()
+
+
+def _recipe(variant: _Variant, *, scale: float, seed: int, val_fraction: float, keep_dups: bool, fingerprint: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cook_algorithm": COOK_ALGORITHM,
+        "size": variant.size,
+        "mode": variant.mode,
+        "roi": variant.roi,
+        "scale": scale,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "keep_test_duplicates": keep_dups,
+        "compression": f"gzip-{GZIP_LEVEL}",
+        "source_fingerprint": fingerprint,
+    }
+
+
+def _recipe_json(recipe: dict) -> str:
+    return json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+
+
+def _existing_recipe(path: Path) -> str | None:
+    """The recipe of a complete gtsrb-kit file at ``path``, or None (missing, foreign, corrupt)."""
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("created_by") != CREATED_BY:
+                return None
+            recipe = handle.attrs.get("recipe")
+            return recipe.decode() if isinstance(recipe, bytes) else recipe
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file, not a folder; pass a folder with --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(f"{out_dir}: a file is in the way of this folder; pass another --out") from None
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror}); pass another --out") from None
+    probe = out_dir / f".gtsrb-kit-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"x")
+    except OSError as exc:
+        raise DataError(
+            f"{out_dir}: cannot write there ({exc.strerror or exc}); check permissions and free space or pass another --out"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+def _find_duplicate_tracks(
+    catalog: pd.DataFrame, plan: SplitPlan, executor: Any, workers: int, progress: ProgressCallback | None
+) -> list[int]:
+    """Training/validation tracks holding an image byte-identical to a selected test image."""
+    train_rows = np.concatenate([plan.train, plan.val])
+    rows = np.concatenate([train_rows, plan.test])
+    paths = catalog["path"].to_numpy()[rows].tolist()
+    if not len(plan.test) or not len(train_rows):
+        return []
+    block = max(64, min(2048, len(paths) // max(1, workers * 4) + 1))
+    parts = [paths[i:i + block] for i in range(0, len(paths), block)]
+    digests: list[str | None] = []
+    for part in _ordered(executor, _hash_files, parts, window=max(2, workers * 2)):
+        digests.extend(part)
+        report(progress, "checking test duplicates", len(digests), len(paths))
+    n_train = len(train_rows)
+    test_hashes = {d for d in digests[n_train:] if d is not None}
+    tracks = catalog["track_id"].to_numpy()[train_rows]
+    return sorted({int(t) for t, d in zip(tracks, digests[:n_train]) if d is not None and d in test_hashes})
+
+
+# --------------------------------------------------------------------------- writing
+
+_STR_LIMIT = 1024
+
+
+def _write_file_header(handle: h5py.File, variant: _Variant, plan: SplitPlan, catalog: pd.DataFrame) -> dict[str, h5py.Dataset]:
+    """Create the datasets of one file and write everything except the pixels."""
+    datasets: dict[str, h5py.Dataset] = {}
+    cid = catalog["class_id"].to_numpy()
+    track = catalog["track_id"].to_numpy()
+    rel = catalog["rel_path"].to_numpy()
+    for split in SPLITS:
+        rows = plan.rows(split)
+        n = len(rows)
+        chunk_rows = max(1, min(CHUNK_IMAGES, n))
+        shape = (n, variant.size, variant.size, variant.channels)
+        if n:
+            datasets[split] = handle.create_dataset(
+                f"x_{split}", shape=shape, dtype=np.uint8, chunks=(chunk_rows, *shape[1:]),
+                compression="gzip", compression_opts=GZIP_LEVEL, track_times=False,
+            )
+        else:  # an empty split (e.g. val_fraction=0): HDF5 chunks cannot be larger than the data
+            datasets[split] = handle.create_dataset(f"x_{split}", shape=shape, dtype=np.uint8, track_times=False)
+        handle.create_dataset(f"y_{split}", data=cid[rows].astype(np.int16), track_times=False)
+        if split in ("train", "val"):
+            handle.create_dataset(f"track_{split}", data=track[rows].astype(np.int64), track_times=False)
+        encoded = [str(p).encode("utf-8") for p in rel[rows]]
+        width = max([len(e) for e in encoded] + [1])
+        handle.create_dataset(
+            f"path_{split}", data=np.array(encoded, dtype=f"S{min(width, _STR_LIMIT)}"), track_times=False
+        )
+    return datasets
+
+
+def _write_attrs(handle: h5py.File, variant: _Variant, recipe: dict, *, scale: float, seed: int,
+                 val_fraction: float, dropped: int, skipped: int, layout: str) -> None:
+    attrs = handle.attrs
+    # fixed order, no timestamps: the file is byte-identical for the same inputs
+    attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+    attrs["created_by"] = CREATED_BY
+    attrs["gtsrb_kit_version"] = _package_version()
+    attrs["size"] = np.int64(variant.size)
+    attrs["mode"] = variant.mode
+    attrs["roi"] = np.bool_(variant.roi)
+    attrs["scale"] = np.float64(scale)
+    attrs["seed"] = np.int64(seed)
+    attrs["val_fraction"] = np.float64(val_fraction)
+    attrs["class_names"] = json.dumps(list(CLASS_NAMES))
+    attrs["source_fingerprint"] = recipe["source_fingerprint"]
+    attrs["source_layout"] = layout
+    attrs["dropped_duplicate_tracks"] = np.int64(dropped)
+    attrs["skipped_images"] = np.int64(skipped)
+    attrs["recipe"] = _recipe_json(recipe)
+
+
+def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...], level: int) -> list[_Task]:
+    paths = catalog["path"].to_numpy()
+    split_col = catalog["split"].to_numpy()
+    roi_cols = catalog[["roi_x1", "roi_y1", "roi_x2", "roi_y2"]].to_numpy()
+    wh = catalog[["width", "height"]].to_numpy()
+    tasks: list[_Task] = []
+    for split in SPLITS:
+        rows = plan.rows(split)
+        chunk_rows = max(1, min(CHUNK_IMAGES, len(rows)))
+        for chunk, start in enumerate(range(0, len(rows), chunk_rows)):
+            part = rows[start:start + chunk_rows]
+            is_meta = [split_col[i] == "meta" for i in part]
+            tasks.append(_Task(
+                split=split, chunk=chunk, rows=len(part), chunk_rows=chunk_rows,
+                paths=tuple(str(paths[i]) for i in part),
+                rois=tuple(None if m else tuple(int(v) for v in roi_cols[i]) for i, m in zip(part, is_meta)),
+                sizes=tuple(None if m else (int(wh[i][0]), int(wh[i][1])) for i, m in zip(part, is_meta)),
+                variants=variants, level=level,
+            ))
+    return tasks
+
+
+class _BadImages(Exception):
+    def __init__(self, problems: list[dict]) -> None:
+        super().__init__(f"{len(problems)} unreadable image(s)")
+        self.problems = problems
+
+
+def _cook_files(
+    variants: tuple[_Variant, ...], plan: SplitPlan, catalog: pd.DataFrame, out_dir: Path, *,
+    recipes: dict[str, dict], executor: Any, workers: int, strict: bool, progress: ProgressCallback | None,
+    scale: float, seed: int, val_fraction: float, skipped_images: int,
+) -> None:
+    """Write every pending variant in one pass over the images (atomic per file)."""
+    tasks = _tasks(plan, catalog, variants, GZIP_LEVEL)
+    total = sum(t.rows for t in tasks)
+    layout = str(catalog.attrs.get("layout", ""))
+    with contextlib.ExitStack() as stack:
+        handles: dict[str, h5py.File] = {}
+        datasets: dict[str, dict[str, h5py.Dataset]] = {}
+        for v in variants:
+            tmp = stack.enter_context(atomic_path(out_dir / enhanced_filename(v.size, v.mode, v.roi)))
+            handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
+            handles[v.name] = handle
+            datasets[v.name] = _write_file_header(handle, v, plan, catalog)
+            _write_attrs(handle, v, recipes[v.name], scale=scale, seed=seed, val_fraction=val_fraction,
+                         dropped=len(plan.dropped_tracks), skipped=skipped_images, layout=layout)
+        done = 0
+        report(progress, "cooking", 0, total)
+        bad: list[dict] = []
+        for task, (chunks, problems) in zip(tasks, _ordered(executor, _cook_chunk, tasks, max(2, workers * _IN_FLIGHT_PER_WORKER))):
+            if problems:
+                if strict:
+                    first = problems[0]
+                    raise DataError(f"{first['path']}: {first['problem']} (run without --strict to skip unreadable images)")
+                bad.extend(problems)
+                continue
+            if bad:
+                continue  # a second pass without the bad images follows; just find them all
+            for name, data in chunks.items():
+                ds = datasets[name][task.split]
+                ds.id.write_direct_chunk((task.chunk * task.chunk_rows, 0, 0, 0), data)
+            done += task.rows
+            report(progress, "cooking", done, total)
+        if bad:
+            raise _BadImages(bad)
+
+
+# --------------------------------------------------------------------------- public entry point
+
+def _variants(sizes: Sequence[int], modes: Sequence[str], roi_crop: bool) -> tuple[_Variant, ...]:
+    if not sizes:
+        raise ConfigError("no image size given; pass at least one --size (e.g. 24 or 48)")
+    if not modes:
+        raise ConfigError(f"no mode given; pass at least one --mode ({', '.join(MODES)})")
+    seen: dict[str, _Variant] = {}
+    for size in sizes:
+        for mode in modes:
+            v = _Variant(check_size(size), check_mode(mode), bool(roi_crop))
+            seen.setdefault(v.name, v)
+    return tuple(seen.values())
+
+
+def cook_dataset(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    modes: Sequence[str] = DEFAULT_MODES,
+    roi_crop: bool = False,
+    scale: float = 1.0,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    force: bool = False,
+    workers: int | None = None,
+    strict: bool = False,
+    keep_test_duplicates: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[CookResult]:
+    """Cook one HDF5 file per (size, mode) variant from a raw GTSRB tree.
+
+    Args:
+        root: Raw GTSRB tree (official or Kaggle layout).
+        out_dir: Folder for the ``set-{size}x{size}-{mode}[-roi].h5`` files (created if needed).
+        sizes: Image sides (default 24 and 48).
+        modes: Modes of :data:`MODES` (default the course's RGB, RGB-HE, L, L-LHE).
+        roi_crop: Crop each image to its annotated sign before resizing (``-roi`` files).
+        scale: Fraction of whole tracks per class (train/val) and of test images per class, in (0, 1].
+        seed: Seed of the split and the subsampling; the same seed gives byte-identical files.
+        val_fraction: Fraction of each class's tracks for validation, in [0, 1).
+        force: Rebuild files even if they are complete with the same recipe.
+        workers: Worker processes (default: all cores; 1 runs in this process).
+        strict: Stop at the first unreadable image or catalog problem instead of skipping it.
+        keep_test_duplicates: Keep training tracks that hold an image byte-identical to a test image.
+        progress: Optional ``progress(description, completed, total)`` callback.
+
+    Returns:
+        One :class:`CookResult` per variant, in the order of ``sizes`` x ``modes``.
+
+    Raises:
+        ConfigError: unknown mode, bad size, scale or val_fraction.
+        DataError: no GTSRB tree at ``root``, no images, an output folder that is a file or not
+            writable, or (``strict``) an unreadable image.
+    """
+    variants = _variants(sizes, modes, roi_crop)
+    scale = check_fraction("scale", scale, low_open=True, high_closed=True)
+    val_fraction = check_fraction("val_fraction", val_fraction, low_open=False, high_closed=False)
+    seed = int(seed)
+    workers = int(workers) if workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+
+    catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
+    problems = list(catalog.attrs.get("problems", []))
+    if not (catalog["split"] == "train").any():
+        raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
+    plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction)
+    used = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
+    fingerprint = _fingerprint(catalog, np.sort(used))
+    recipes = {
+        v.name: _recipe(v, scale=scale, seed=seed, val_fraction=val_fraction,
+                        keep_dups=keep_test_duplicates, fingerprint=fingerprint)
+        for v in variants
+    }
+    pending = tuple(
+        v for v in variants
+        if force or _existing_recipe(out_dir / enhanced_filename(v.size, v.mode, v.roi)) != _recipe_json(recipes[v.name])
+    )
+    skipped_images = 0
+    if pending:
+        with _executor(workers) as executor:
+            if not keep_test_duplicates:
+                dup_tracks = _find_duplicate_tracks(catalog, plan, executor, workers, progress)
+                if dup_tracks:
+                    plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction, drop_tracks=dup_tracks)
+            for _attempt in range(3):
+                try:
+                    _cook_files(pending, plan, catalog, out_dir, recipes=recipes, executor=executor, workers=workers,
+                                strict=strict, progress=progress, scale=scale, seed=seed, val_fraction=val_fraction,
+                                skipped_images=skipped_images)
+                    break
+                except _BadImages as bad:
+                    problems.extend(bad.problems)
+                    skipped_images += len(bad.problems)
+                    bad_paths = {p["path"] for p in bad.problems}
+                    keep = ~catalog["path"].isin(bad_paths).to_numpy()
+                    catalog = catalog[keep].reset_index(drop=True)
+                    plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction,
+                                      drop_tracks=plan.dropped_tracks)
+            else:  # pragma: no cover - every pass removes the images it could not read
+                raise DataError(f"{root}: images keep failing to decode; run with --strict to see the first one")
+    results: list[CookResult] = []
+    for v in variants:
+        path = out_dir / enhanced_filename(v.size, v.mode, v.roi)
+        counts, dropped, skipped_n = _file_counts(path)
+        results.append(CookResult(
+            path=path, variant=v.name, size=v.size, mode=v.mode, roi=v.roi, counts=counts,
+            bytes=path.stat().st_size, skipped=v not in pending, dropped_duplicate_tracks=dropped,
+            skipped_images=skipped_n, problems=problems if v in pending else [],
+        ))
+    return results
+
+
+def _file_counts(path: Path) -> tuple[dict[str, int], int, int]:
+    with h5py.File(path, "r") as handle:
+        counts = {s: int(handle[f"x_{s}"].shape[0]) for s in SPLITS if f"x_{s}" in handle}
+        dropped = int(handle.attrs.get("dropped_duplicate_tracks", 0))
+        skipped = int(handle.attrs.get("skipped_images", 0))
+    return counts, dropped, skipped

@@ -1,0 +1,373 @@
+"""Image enhancement modes of the course recipe, fast and faithful.
+
+The course prepares each image with scikit-image: ``resize(img, (s, s))`` (Gaussian anti-aliasing
+when shrinking, then bilinear interpolation), then one of these modes:
+
+========== ==================================================================================
+``RGB``     the resized colour image
+``RGB-HE``  ``rgb2hsv``, ``equalize_hist`` of the V channel, ``hsv2rgb``
+``L``       ``rgb2gray``
+``L-HE``    ``equalize_hist(rgb2gray(img))`` (global histogram equalization)
+``L-LHE``   ``rank.equalize(img_as_ubyte(rgb2gray(img)), disk(10))`` (local equalization)
+``L-CLAHE`` ``equalize_adapthist(rgb2gray(img))`` (contrast-limited adaptive equalization)
+========== ==================================================================================
+
+This module computes the same results without scikit-image's per-call overhead, on batches of
+same-sized images, and returns ``uint8`` (``round(255 * value)``):
+
+* :func:`resize_image` builds the anti-aliasing Gaussian and the bilinear interpolation as two
+  small matrices per source size (cached), so a resize is two matrix products; it matches
+  ``skimage.transform.resize`` to float64 rounding;
+* histogram equalization replicates ``np.histogram`` / ``np.interp`` bin for bin, vectorised over
+  the batch; ``RGB-HE`` scales RGB by ``V' / V`` (what HSV round-tripping does, without it);
+* :func:`rank_equalize` counts, for every pixel, the disk neighbours not brighter than it with
+  one vectorised comparison per disk offset over a mosaic of the whole batch: bit-exact with
+  ``skimage.filters.rank.equalize``;
+* ``L-CLAHE`` calls scikit-image's ``equalize_adapthist`` per image (exact, and the slowest mode).
+
+:func:`course_enhance` is the straightforward scikit-image implementation, kept as the reference
+for tests and the benchmark. Stated tolerance against it (after ``round(255 * x)``): at most 1 grey
+level for every mode (rounding of values that sit on a half level), bit-exact for ``L-LHE``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from gtsrb_kit.errors import ConfigError
+
+MODES: tuple[str, ...] = ("RGB", "RGB-HE", "L", "L-HE", "L-LHE", "L-CLAHE")
+DEFAULT_MODES: tuple[str, ...] = ("RGB", "RGB-HE", "L", "L-LHE")
+DEFAULT_SIZES: tuple[int, ...] = (24, 48)
+LHE_RADIUS = 10
+GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray
+_NBINS = 256
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it is known, else raise :class:`ConfigError` listing the valid ones."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
+
+
+def check_size(size: int) -> int:
+    """Return ``size`` if it is a usable image side (4..512 pixels), else raise :class:`ConfigError`."""
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 4 <= int(size) <= 512:
+        raise ConfigError(f"image size {size!r} is not usable; use an integer from 4 to 512 (e.g. 24, 32, 48)")
+    return int(size)
+
+
+def mode_channels(mode: str) -> int:
+    """Channels of a mode's images: 3 for ``RGB*`` modes, 1 for ``L*`` modes."""
+    return 3 if check_mode(mode).startswith("RGB") else 1
+
+
+def crop_roi(image: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+    """Crop to the annotated sign; ``x2``/``y2`` are inclusive, as in the GTSRB CSVs."""
+    return image[int(y1):int(y2) + 1, int(x1):int(x2) + 1]
+
+
+# --------------------------------------------------------------------------- resize
+
+def _mirror(index: np.ndarray, n: int) -> np.ndarray:
+    """scipy.ndimage 'mirror' boundary (d c b | a b c d | c b a) for integer positions."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    index = np.mod(index, period)
+    return np.where(index >= n, period - index, index)
+
+
+@functools.lru_cache(maxsize=4096)
+def _axis_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) matrix of skimage's resize along one axis: Gaussian, then bilinear.
+
+    Mirrors ``skimage.transform.resize(order=1, mode='reflect', anti_aliasing=None)``:
+    ``ndi.gaussian_filter(sigma=max(0, (f - 1) / 2), mode='mirror', truncate=4)`` when
+    shrinking, then ``ndi.zoom(order=1, mode='mirror', grid_mode=True)``.
+    """
+    factor = n_in / n_out
+    sigma = max(0.0, (factor - 1) / 2)
+    blur = np.eye(n_in)
+    if sigma > 1e-15:  # scipy skips an axis whose sigma is (almost) zero
+        radius = int(4.0 * sigma + 0.5)
+        x = np.arange(-radius, radius + 1)
+        weights = np.exp(-0.5 / (sigma * sigma) * x.astype(np.float64) ** 2)
+        weights /= weights.sum()
+        blur = np.zeros((n_in, n_in))
+        rows = np.arange(n_in)[:, None]
+        cols = _mirror(rows + x[None, :], n_in)
+        np.add.at(blur, (np.broadcast_to(rows, cols.shape), cols), np.broadcast_to(weights, cols.shape))
+    # grid_mode=True: output pixel centres map to input coordinates (o + 0.5) * f - 0.5
+    coords = (np.arange(n_out) + 0.5) * factor - 0.5
+    interp = np.zeros((n_out, n_in))
+    if n_in == 1:
+        interp[:, 0] = 1.0
+    else:
+        period = 2 * (n_in - 1)
+        c = np.mod(coords, period)
+        c = np.where(c > n_in - 1, period - c, c)
+        lo = np.minimum(np.floor(c).astype(np.int64), n_in - 2)
+        frac = c - lo
+        rows = np.arange(n_out)
+        np.add.at(interp, (rows, lo), 1.0 - frac)
+        np.add.at(interp, (rows, lo + 1), frac)
+    return interp @ blur
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a ``uint8`` RGB image to ``(size, size, 3)`` float64 in [0, 1] like skimage's ``resize``.
+
+    Args:
+        image: ``(H, W, 3)`` (or ``(H, W)``) ``uint8`` image.
+        size: Output side.
+
+    Returns:
+        ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
+        ``skimage.transform.resize(image, (size, size))`` up to float rounding.
+    """
+    h, w = image.shape[:2]
+    my = _axis_matrix(h, size)
+    mx = _axis_matrix(w, size)
+    x = image.astype(np.float64)
+    lo, hi = float(x.min()) / 255.0, float(x.max()) / 255.0
+    flat = x.reshape(h, -1)
+    tmp = (my @ flat).reshape((size, w, *image.shape[2:]))
+    out = np.matmul(mx, tmp) if image.ndim == 3 else tmp @ mx.T
+    out *= 1.0 / 255.0
+    np.clip(out, lo, hi, out=out)  # skimage clips to the input's range
+    return out
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """``round(255 * values)`` as ``uint8`` (values in [0, 1])."""
+    out = np.multiply(values, 255.0)
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- global equalization
+
+def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
+    """``skimage.exposure.equalize_hist(img)`` (256 bins) for every image of a float batch.
+
+    Replicates ``np.histogram``'s bin assignment and ``np.interp`` per image, vectorised.
+
+    Args:
+        images: ``(N, H, W)`` float64.
+
+    Returns:
+        ``(N, H, W)`` float64, the equalized images.
+    """
+    n = images.shape[0]
+    flat = images.reshape(n, -1)
+    lo = flat.min(axis=1)
+    hi = flat.max(axis=1)
+    flat_img = lo == hi
+    lo = np.where(flat_img, lo - 0.5, lo)
+    hi = np.where(flat_img, hi + 0.5, hi)
+    edges = np.linspace(lo, hi, _NBINS + 1, endpoint=True, axis=-1)  # (n, 257)
+    f_idx = (flat - lo[:, None]) / (hi - lo)[:, None] * _NBINS
+    idx = f_idx.astype(np.intp)
+    idx[idx == _NBINS] -= 1
+    idx -= flat < np.take_along_axis(edges, idx, axis=1)
+    idx += (flat >= np.take_along_axis(edges, idx + 1, axis=1)) & (idx != _NBINS - 1)
+    hist = np.bincount((idx + (np.arange(n) * _NBINS)[:, None]).ravel(), minlength=n * _NBINS)
+    cdf = hist.reshape(n, _NBINS).cumsum(axis=1)
+    cdf = cdf / cdf[:, -1:].astype(np.float64)
+    centers = (edges[:, :-1] + edges[:, 1:]) / 2.0
+    # np.interp: j with centers[j] <= v < centers[j + 1]; the bin index tells us j or j + 1.
+    c_at = np.take_along_axis(centers, idx, axis=1)
+    j = np.where(flat >= c_at, idx, idx - 1)
+    below = j < 0
+    above = j >= _NBINS - 1
+    jj = np.clip(j, 0, _NBINS - 2)
+    x0 = np.take_along_axis(centers, jj, axis=1)
+    x1 = np.take_along_axis(centers, jj + 1, axis=1)
+    y0 = np.take_along_axis(cdf, jj, axis=1)
+    y1 = np.take_along_axis(cdf, jj + 1, axis=1)
+    slope = (y1 - y0) / (x1 - x0)
+    out = slope * (flat - x0) + y0
+    out = np.where(below, cdf[:, :1], out)
+    out = np.where(above, cdf[:, -1:], out)
+    return out.reshape(images.shape)
+
+
+def rgb_equalize_value_batch(rgb: np.ndarray) -> np.ndarray:
+    """``hsv2rgb`` of ``rgb2hsv(img)`` with its V channel histogram-equalized, for a batch.
+
+    With hue and saturation fixed, HSV-to-RGB is linear in V, so the result is the RGB image
+    scaled by ``V' / V`` (grey ``V'`` where ``V == 0``).
+
+    Args:
+        rgb: ``(N, H, W, 3)`` float64 in [0, 1].
+    """
+    v = rgb.max(axis=-1)
+    v_eq = equalize_hist_batch(v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(v > 0, v_eq / np.where(v > 0, v, 1.0), 0.0)
+    out = rgb * scale[..., None]
+    black = v <= 0
+    if black.any():
+        out[black] = v_eq[black][:, None]
+    return out
+
+
+# --------------------------------------------------------------------------- local equalization
+
+@functools.lru_cache(maxsize=16)
+def _disk_offsets(radius: int) -> tuple[tuple[int, int], ...]:
+    """Offsets of skimage.morphology.disk(radius): dy^2 + dx^2 <= radius^2."""
+    r = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(r, r, indexing="ij")
+    keep = dy * dy + dx * dx <= radius * radius
+    return tuple(zip(dy[keep].tolist(), dx[keep].tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _disk_population(h: int, w: int, radius: int) -> np.ndarray:
+    """How many disk pixels around each pixel lie inside an (h, w) image."""
+    valid = np.zeros((h + 2 * radius, w + 2 * radius), np.int64)
+    valid[radius:radius + h, radius:radius + w] = 1
+    integral = np.zeros((h, w), np.int64)
+    for dy, dx in _disk_offsets(radius):
+        integral += valid[radius + dy:radius + dy + h, radius + dx:radius + dx + w]
+    return integral
+
+
+def rank_equalize(images: np.ndarray, radius: int = LHE_RADIUS) -> np.ndarray:
+    """``skimage.filters.rank.equalize(img, disk(radius))`` for a batch of ``uint8`` images, bit-exact.
+
+    For each pixel, skimage outputs ``floor(255 * count / pop)`` where ``count`` is the number of
+    pixels of the disk around it (inside the image) that are not brighter than it, and ``pop``
+    the number of disk pixels inside the image. Images are laid side by side with ``radius``
+    zero columns between them; zero padding is never brighter than a pixel, so counting the
+    *brighter* neighbours needs no masks: ``count = pop - brighter``.
+
+    Args:
+        images: ``(N, H, W)`` ``uint8``.
+        radius: Disk radius (the course uses 10).
+
+    Returns:
+        ``(N, H, W)`` ``uint8``.
+    """
+    import cv2  # OpenCV's SIMD comparisons are several times faster than numpy's here
+
+    n, h, w = images.shape
+    if n == 0:
+        return images.copy()
+    r = radius
+    pitch = w + r
+    width = n * pitch
+    mosaic = np.zeros((h + 2 * r, width + 2 * r), np.uint8)
+    body = mosaic[r:r + h, r:r + width].reshape(h, n, pitch)
+    body[:, :, :w] = images.transpose(1, 0, 2)
+    center = mosaic[r:r + h, r:r + width]
+    brighter = np.zeros((h, width), np.float32)
+    for dy, dx in _disk_offsets(r):
+        if dy == 0 and dx == 0:
+            continue
+        mask = cv2.compare(mosaic[r + dy:r + dy + h, r + dx:r + dx + width], center, cv2.CMP_GT)
+        cv2.accumulate(mask, brighter)
+    # masks are 255 per hit; counts stay far below float32's exact-integer range
+    count_gt = (brighter * (1.0 / 255.0) + 0.5).astype(np.int64)
+    count_gt = count_gt.reshape(h, n, pitch)[:, :, :w].transpose(1, 0, 2)
+    pop = _disk_population(h, w, r)
+    return ((255 * (pop - count_gt)) // pop).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- CLAHE
+
+def clahe_batch(gray: np.ndarray) -> np.ndarray:
+    """``skimage.exposure.equalize_adapthist(img)`` (default kernel, clip 0.01) per image.
+
+    Args:
+        gray: ``(N, H, W)`` float64 in [0, 1].
+    """
+    from skimage.exposure import equalize_adapthist
+
+    out = np.empty_like(gray)
+    for i, img in enumerate(gray):
+        out[i] = equalize_adapthist(img)
+    return out
+
+
+# --------------------------------------------------------------------------- modes
+
+def apply_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """Apply one enhancement mode to a batch of resized images.
+
+    Args:
+        rgb: ``(N, S, S, 3)`` float64 in [0, 1], as returned by :func:`resize_image` (stacked).
+        mode: One of :data:`MODES`.
+
+    Returns:
+        ``(N, S, S, C)`` ``uint8``: ``C`` = 3 for RGB modes, 1 for L modes.
+    """
+    check_mode(mode)
+    if mode == "RGB":
+        return to_uint8(rgb)
+    if mode == "RGB-HE":
+        return to_uint8(rgb_equalize_value_batch(rgb))
+    gray = rgb @ GRAY_WEIGHTS
+    if mode == "L":
+        out = to_uint8(gray)
+    elif mode == "L-HE":
+        out = to_uint8(equalize_hist_batch(gray))
+    elif mode == "L-LHE":
+        out = rank_equalize(to_uint8(gray))  # to_uint8 == skimage's img_as_ubyte for [0, 1] floats
+    else:
+        out = to_uint8(clahe_batch(gray))
+    return out[..., None]
+
+
+def enhance(image: np.ndarray, size: int, mode: str, roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Resize one ``uint8`` RGB image and apply a mode: the cooked pixels of that image.
+
+    Args:
+        image: ``(H, W, 3)`` ``uint8`` RGB.
+        size: Output side.
+        mode: One of :data:`MODES`.
+        roi: Optional ``(x1, y1, x2, y2)`` (inclusive) to crop to before resizing.
+
+    Returns:
+        ``(size, size, C)`` ``uint8``.
+    """
+    check_mode(mode)
+    if roi is not None:
+        image = crop_roi(image, *roi)
+    return apply_mode(resize_image(image, size)[None], mode)[0]
+
+
+def course_enhance(image: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """The course's straightforward scikit-image recipe (reference for tests and benchmarks).
+
+    Returns:
+        float64 in [0, 1] ``(size, size, 3)`` for RGB modes, ``(size, size)`` for ``L``, ``L-HE``
+        and ``L-CLAHE``; ``uint8`` ``(size, size)`` for ``L-LHE`` (as skimage returns it).
+    """
+    from skimage import color, exposure, transform
+    from skimage.filters import rank
+    from skimage.morphology import disk
+    from skimage.util import img_as_ubyte
+
+    check_mode(mode)
+    img = transform.resize(image, (size, size))
+    if mode == "RGB":
+        return img
+    if mode == "RGB-HE":
+        hsv = color.rgb2hsv(img)
+        hsv[:, :, 2] = exposure.equalize_hist(hsv[:, :, 2])
+        return color.hsv2rgb(hsv)
+    gray = color.rgb2gray(img)
+    if mode == "L":
+        return gray
+    if mode == "L-HE":
+        return exposure.equalize_hist(gray)
+    if mode == "L-LHE":
+        return rank.equalize(img_as_ubyte(gray), footprint=disk(LHE_RADIUS))
+    return exposure.equalize_adapthist(gray)
