@@ -724,20 +724,22 @@ def _default_train(*args: Any, **kwargs: Any) -> dict:
 
 
 def _dataset_ready(spec: DatasetSpec) -> bool:
-    """True when the dataset file exists and (for recipes) was cooked with the same recipe."""
+    """Quick check (attributes only): the file exists and was cooked with this size, mode, roi,
+    scale, seed and val_fraction. The cook itself also compares the source data; this does not."""
     if not spec.path.is_file():
         return False
     if spec.recipe is None:
         return True
     try:
-        from gtsrb_kit.store import read_info
-    except ImportError:
-        return True
-    try:
-        info = read_info(spec.path)
-    except Exception:
+        import h5py
+
+        with h5py.File(spec.path, "r") as handle:
+            info = {k: handle.attrs[k] for k in handle.attrs}
+    except (OSError, ValueError):
         return False
-    return _recipe_matches(spec.recipe, info)
+    info = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+            for k, v in info.items()}
+    return info.get("created_by") == "gtsrb-kit" and _recipe_matches(spec.recipe, info)
 
 
 def _recipe_matches(recipe: dict[str, Any], info: dict[str, Any]) -> bool:
@@ -787,6 +789,8 @@ def prepare_datasets(
         DataError: an enhanced file listed by path does not exist.
     """
     cook_fn = cook_fn or _default_cook
+    if workers is None and hasattr(os, "sched_getaffinity"):
+        workers = len(os.sched_getaffinity(0))  # the CPUs SLURM (or taskset) gave this process
     paths = []
     for spec in datasets if datasets is not None else plan.datasets:
         paths.append(spec.path)
@@ -799,10 +803,9 @@ def prepare_datasets(
         out = Path(rec["out"])
         out.mkdir(parents=True, exist_ok=True)
         with file_lock(out / f".{spec.path.name}.lock"):
-            if _dataset_ready(spec):
-                continue
-            if log:
+            if log and not _dataset_ready(spec):
                 log(f"cooking {spec.path.name} from {rec['root']} (scale {rec['scale']:g})")
+            # The cook skips a complete file with the same recipe (source data included).
             kwargs: dict[str, Any] = dict(
                 sizes=(rec["size"],), modes=(rec["mode"],), roi_crop=rec["roi"], scale=rec["scale"],
                 seed=rec["seed"], val_fraction=rec["val_fraction"], progress=progress,
@@ -922,6 +925,7 @@ def run_sweep(
     from gtsrb_kit.report import update_report_json
 
     total = len(selected)
+    prepared: set[str] = set()  # datasets checked by this call (the cook's own check reads the catalog)
     for n, (i, run) in enumerate(selected, 1):
         folder = run_dir / run.name
         tag = f"[{n}/{total}] {run.name}"
@@ -946,7 +950,9 @@ def run_sweep(
                 _record_run(run, i, folder)
                 with contextlib.suppress(FileNotFoundError):
                     (folder / FAILED_FILE).unlink()
-                prepare_datasets(plan, datasets=[run.dataset], cook_fn=cook_fn, progress=progress, log=log)
+                if run.dataset.name not in prepared:
+                    prepare_datasets(plan, datasets=[run.dataset], cook_fn=cook_fn, progress=progress, log=log)
+                    prepared.add(run.dataset.name)
                 if log:
                     settings = ", ".join(f"{k}={v}" for k, v in run.settings.items())
                     log(f"{tag}: {'resuming' if resume else 'training'} ({settings or 'defaults'})")

@@ -308,13 +308,18 @@ class FakeCook:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def __call__(self, root, out, *, sizes, modes, roi_crop, scale, seed, val_fraction, progress=None):
+    def __call__(self, root, out, *, sizes, modes, roi_crop, scale, seed, val_fraction, progress=None, workers=None):
         import h5py
 
-        self.calls.append((sizes, modes, roi_crop, scale))
         for s in sizes:
             for m in modes:
-                with h5py.File(Path(out) / f"set-{s}x{s}-{m}{'-roi' if roi_crop else ''}.h5", "w") as fh:
+                path = Path(out) / f"set-{s}x{s}-{m}{'-roi' if roi_crop else ''}.h5"
+                if path.is_file():  # like the real cook: skip a complete file with the same recipe
+                    with h5py.File(path, "r") as fh:
+                        if fh.attrs["scale"] == scale:
+                            continue
+                self.calls.append((sizes, modes, roi_crop, scale))
+                with h5py.File(path, "w") as fh:
                     fh.attrs.update({"schema_version": 1, "created_by": "gtsrb-kit", "size": s, "mode": m,
                                      "roi": roi_crop, "scale": scale, "seed": seed, "val_fraction": val_fraction})
 

@@ -38,6 +38,8 @@ def sweep_command(
                                               dir_okay=False)],
     run_dir: RunDirOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and what would happen; change nothing.")] = False,
+    count: Annotated[bool, typer.Option(
+        "--count", help="Print the number of runs (array size) and exit; for job scripts.")] = False,
     task_id: Annotated[Optional[int], typer.Option(
         "--task-id", help="Run only the run at this index (0-based), e.g. $SLURM_ARRAY_TASK_ID.", min=0)] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this run (repeatable).")] = None,
@@ -71,6 +73,9 @@ def sweep_command(
     run_dir = run_dir if run_dir is not None else default_run_dir() / plan_file.stem
     plan = load_plan(plan_file, run_dir=run_dir)
     interactive = is_interactive()
+    if count:
+        _echo(str(len(plan.runs)))
+        return
 
     if slurm:
         from gtsrb_kit.errors import DataError
