@@ -43,7 +43,7 @@ from typing import Literal
 
 from gtsrb_kit.errors import ConfigError, DownloadError
 from gtsrb_kit.extract import (
-    ExtractLimits, check_layout, check_members, extract_zip, merge_tree, open_zip, staging_dir, test_zip,
+    ExtractLimits, check_layout, check_members, extract_zip, merge_tree, open_zip, staging_dir, verify_zip,
 )
 from gtsrb_kit.fileio import atomic_path, write_text_atomic
 from gtsrb_kit.paths import default_root
@@ -54,7 +54,7 @@ PARTS: tuple[Part, ...] = ("train", "test")
 ARCHIVES_DIR = "archives"
 MARKER_DIR = ".gtsrb-kit"
 _CHUNK = 1 << 20
-_USER_AGENT = "gtsrb-kit (+https://github.com/; python urllib)"
+_USER_AGENT = "gtsrb-kit (Python urllib)"
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _TABLE_PATH = Path(__file__).resolve().parent / "resources" / "archives.json"
 
@@ -114,6 +114,7 @@ class ArchiveResult:
         checksum_verified: True when the SHA-256/MD5 matched a known value; False when only
             zip integrity and layout could be checked.
         extracted: True when the tree was (re)extracted by this call.
+        notes: Things worth telling the user (e.g. a damaged kept archive that was replaced).
     """
 
     name: str
@@ -358,7 +359,7 @@ def verify_archive(
             members = check_members(archive, path, limits=limits)
             check_layout([clean for _, clean in members], spec.required, path)
     else:
-        test_zip(path, limits=limits, required=spec.required, progress=progress)
+        verify_zip(path, limits=limits, required=spec.required, progress=progress)
     return sha256, verified
 
 

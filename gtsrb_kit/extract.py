@@ -161,7 +161,7 @@ def check_layout(names: Iterable[str], required: Iterable[str], path: str | os.P
             )
 
 
-def test_zip(
+def verify_zip(
     path: str | os.PathLike[str],
     *,
     limits: ExtractLimits = ExtractLimits(),
