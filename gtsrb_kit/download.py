@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -254,7 +255,10 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: ProgressCallb
             raise _Permanent(f"HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise _Transient(str(reason) or type(reason).__name__) from None
+        text = str(reason) or type(reason).__name__
+        if isinstance(reason, (FileNotFoundError, PermissionError, ssl.SSLCertVerificationError)):
+            raise _Permanent(text) from None  # waiting will not fix these
+        raise _Transient(text) from None
     with response:
         content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type in _HTML_TYPES:
@@ -275,17 +279,20 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: ProgressCallb
             raise _Permanent(f"unexpected HTTP status {status}")
         done = offset
         html = False
-        try:
-            with open(part, mode) as out:
-                while chunk := response.read(_CHUNK):
-                    if done == 0 and _looks_like_html(chunk[:512]):
-                        html = True
-                        break
-                    out.write(chunk)
-                    done += len(chunk)
-                    report(progress, description, done, total)
-        except (http.client.HTTPException, OSError) as exc:
-            raise _Transient(f"connection lost after {done} bytes ({type(exc).__name__})") from None
+        with open(part, mode) as out:  # write errors (disk full) propagate as they are
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (http.client.HTTPException, OSError) as exc:
+                    raise _Transient(f"connection lost after {done} bytes ({type(exc).__name__})") from None
+                if not chunk:
+                    break
+                if done == 0 and _looks_like_html(chunk[:512]):
+                    html = True
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                report(progress, description, done, total)
     if html:
         part.unlink()
         raise _Permanent(f"served an HTML page instead of the archive; {_HTML_HINT}")

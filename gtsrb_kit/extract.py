@@ -76,7 +76,9 @@ def safe_member_name(name: str, archive: str | os.PathLike[str] = "<zip>") -> st
         raise DownloadError(f"{archive}: member {name!r} has an absolute path; refusing to extract this archive")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise DownloadError(f"{archive}: member {name!r} points outside the target folder ('..'); refusing to extract this archive")
+        raise DownloadError(
+            f"{archive}: member {name!r} points outside the target folder ('..'); refusing to extract this archive"
+        )
     if not parts:
         raise DownloadError(f"{archive}: member {name!r} has an empty name; refusing to extract this archive")
     return "/".join(parts)

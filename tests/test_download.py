@@ -377,6 +377,9 @@ def test_file_url_mirror_works(tmp_path: Path) -> None:
         spec.__class__(**{**spec.__dict__, "sha256": SUMS[GT]}), [folder.as_uri() + "/" + GT], tmp_path / GT, policy=FAST
     )
     assert sha == SUMS[GT] and verified and (tmp_path / GT).read_bytes() == ARCHIVES[GT]
+    with pytest.raises(DownloadError, match="No such file or directory") as info:
+        fetch_archive(spec, [folder.as_uri() + "/missing.zip"], tmp_path / "missing.zip", policy=FAST)
+    assert "gave up" not in str(info.value)  # a missing file is not retried
 
 
 # --------------------------------------------------------------------------- offline imports

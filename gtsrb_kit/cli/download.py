@@ -24,7 +24,8 @@ def download_command(
     root: RootOption = None,  # type: ignore[assignment]
     mirror: Annotated[
         Optional[list[str]],
-        typer.Option("--mirror", metavar="URL", help="Folder URL holding the archives; repeatable, tried in order before the official site."),
+        typer.Option("--mirror", metavar="URL",
+                     help="Folder URL holding the archives; repeatable, tried in order before the official site."),
     ] = None,
     official: Annotated[
         bool, typer.Option("--official/--no-official", help="Also try the official site (after any mirrors).")
@@ -37,7 +38,8 @@ def download_command(
     source: Annotated[
         Optional[Path],
         typer.Option("--from", metavar="PATH",
-                     help="Offline: import archives from this folder (or its archives/), one archive file, or an extracted tree."),
+                     help="Offline: import archives from this folder (or its archives/), one archive file, "
+                     "or an extracted tree."),
     ] = None,
     only: Annotated[
         Optional[OnlyPart], typer.Option("--only", help="Fetch only the training or only the test part (images + labels).")
@@ -59,10 +61,11 @@ def download_command(
 ) -> None:
     """Download, verify and unpack the official GTSRB archives into ROOT.
 
-    Resumes partial downloads, checks checksums (the training archive has no known official
-    checksum: its zip integrity and layout are checked instead) and does nothing when ROOT is
-    already complete. ROOT then holds GTSRB/Final_Training, GTSRB/Final_Test and GT-final_test.csv.
-    """
+    Resumes partial downloads, checks checksums (the training archive has no known official checksum: its zip integrity and layout are checked instead) and does nothing when ROOT is already complete.
+
+    ROOT then holds GTSRB/Final_Training, GTSRB/Final_Test and GT-final_test.csv.
+    """  # noqa: E501 - one line per paragraph renders best in the help
+
     root_path = resolve_root(root)
     parts = (only.value,) if only is not None else PARTS
     show = is_interactive() if progress is None else progress
