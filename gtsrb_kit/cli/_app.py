@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
+
+try:  # typer >= 0.22 vendors its own click; exceptions must come from that copy to be handled
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer runs on the click package
+    import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
@@ -43,26 +47,37 @@ def _one_line(text: str) -> str:
 
 
 class GuardedGroup(TyperGroup):
-    """Turns library errors into one-line messages with a non-zero exit code (no traceback)."""
+    """Turns library errors into one-line messages with a non-zero exit code (no traceback).
+
+    The message is printed here rather than raised as a click exception so that typer's rich
+    error box does not wrap it: scripts and logs get exactly one ``error: ...`` line.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except UserError as exc:
+            _exit_with(exc.format_message(), exc.exit_code)
+        except (click.ClickException, typer.Exit, typer.Abort):
             raise
         except GtsrbKitError as exc:
             if _state["debug"]:
                 raise
-            raise UserError(_one_line(str(exc)), exc.exit_code) from None
+            _exit_with(str(exc), exc.exit_code)
         except OSError as exc:
             if _state["debug"]:
                 raise
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             what = exc.strerror or str(exc)
-            raise UserError(_one_line(f"{where}{what} (check the path, its permissions and free space)")) from None
+            _exit_with(f"{where}{what} (check the path, its permissions and free space)", 1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            raise click.exceptions.Exit(130) from None
+            raise typer.Exit(130) from None
+
+
+def _exit_with(message: str, exit_code: int) -> None:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    raise typer.Exit(exit_code)
 
 
 app = typer.Typer(
