@@ -442,17 +442,10 @@ runner = CliRunner()
 
 
 def _failure(result) -> tuple[int, str]:
-    """Exit code and one-line message of a failed command.
-
-    The CLI guard prints ``error: ...`` and exits with the error's code. With typer >= 0.29
-    (which vendors its own click) the guard's ``click.ClickException`` subclass escapes to
-    CliRunner instead; then the code and message are read from that exception.
-    """
-    exc = result.exception
-    if exc is not None and not isinstance(exc, SystemExit) and hasattr(exc, "exit_code"):
-        return exc.exit_code, str(exc)
+    """Exit code and one-line message (without the newline) of a failed command."""
+    assert result.exit_code != 0, result.output
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.exit_code, result.stderr
+    return result.exit_code, result.stderr.rstrip("\n")
 
 
 def test_cli_download_with_checksums_override_then_up_to_date(server: Server, tmp_path: Path) -> None:
