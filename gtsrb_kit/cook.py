@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import sys
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +69,7 @@ def _package_version() -> str:
 
 
 COOK_ALGORITHM = 1  # bump when cooked pixels change for the same recipe
+COMPRESSION = "gzip"  # pixels: "gzip" (level GZIP_LEVEL) or "lzf"
 GZIP_LEVEL = 1
 _IN_FLIGHT_PER_WORKER = 2
 
@@ -120,7 +120,6 @@ class _Task:
     rois: tuple[tuple[int, int, int, int] | None, ...]
     sizes: tuple[tuple[int, int] | None, ...]   # expected (width, height), None for meta
     variants: tuple[_Variant, ...]
-    level: int
 
 
 def _decode(path: str) -> np.ndarray:
@@ -134,8 +133,30 @@ def _decode(path: str) -> np.ndarray:
     return image[:, :, ::-1]  # BGR -> RGB
 
 
-def _cook_chunk(task: _Task) -> tuple[dict[str, bytes], list[dict]]:
-    """Decode the chunk's images once and return every variant's compressed chunk + problems."""
+def _filter_chunks(arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, bytes]]:
+    """Compress full chunks exactly as HDF5 would store them (for ``write_direct_chunk``).
+
+    An in-memory HDF5 file runs the same filter pipeline as the final file (gzip or lzf), here
+    in the worker process, so the main process only copies bytes.
+    """
+    out: dict[str, tuple[int, bytes]] = {}
+    name = f"gtsrb-kit-chunk-{os.getpid()}.h5"
+    with h5py.File(name, "w", driver="core", backing_store=False) as mem:
+        for key, pixels in arrays.items():
+            ds = mem.create_dataset(key, data=pixels, chunks=pixels.shape, **_compression())
+            mask, data = ds.id.read_direct_chunk((0,) * pixels.ndim)
+            out[key] = (int(mask), bytes(data))
+    return out
+
+
+def _compression() -> dict[str, Any]:
+    if COMPRESSION == "lzf":
+        return {"compression": "lzf"}
+    return {"compression": "gzip", "compression_opts": GZIP_LEVEL}
+
+
+def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
+    """Decode the chunk's images once; return every variant's stored chunk, and any problems."""
     resized: dict[tuple[int, bool], list[np.ndarray]] = {}
     problems: list[dict] = []
     keys = sorted({(v.size, v.roi) for v in task.variants})
@@ -159,7 +180,7 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, bytes], list[dict]]:
             resized.setdefault((size, use_roi), []).append(resize_image(src, size))
     if problems:
         return {}, problems
-    out: dict[str, bytes] = {}
+    arrays: dict[str, np.ndarray] = {}
     for (size, use_roi), images in resized.items():
         batch = np.stack(images)
         for variant in task.variants:
@@ -169,8 +190,8 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, bytes], list[dict]]:
             if task.chunk_rows > len(pixels):
                 pad = np.zeros((task.chunk_rows - len(pixels), *pixels.shape[1:]), np.uint8)
                 pixels = np.concatenate([pixels, pad])
-            out[variant.name] = zlib.compress(np.ascontiguousarray(pixels).tobytes(), task.level)
-    return out, problems
+            arrays[variant.name] = pixels
+    return _filter_chunks(arrays), problems
 
 
 def _hash_files(paths: Sequence[str]) -> list[str | None]:
@@ -279,7 +300,7 @@ def _recipe(variant: _Variant, *, scale: float, seed: int, val_fraction: float, 
         "seed": seed,
         "val_fraction": val_fraction,
         "keep_test_duplicates": keep_dups,
-        "compression": f"gzip-{GZIP_LEVEL}",
+        "compression": COMPRESSION if COMPRESSION == "lzf" else f"gzip-{GZIP_LEVEL}",
         "source_fingerprint": fingerprint,
     }
 
@@ -349,6 +370,15 @@ def _find_duplicate_tracks(
 _STR_LIMIT = 1024
 
 
+def _small_dataset(handle: h5py.File, name: str, data: np.ndarray) -> None:
+    """Labels, tracks and paths: gzip-compressed (paths shrink about tenfold)."""
+    if len(data):
+        handle.create_dataset(name, data=data, chunks=(min(len(data), 16384),), compression="gzip",
+                              compression_opts=4, shuffle=data.dtype.itemsize > 1, track_times=False)
+    else:
+        handle.create_dataset(name, data=data, track_times=False)
+
+
 def _write_file_header(handle: h5py.File, variant: _Variant, plan: SplitPlan, catalog: pd.DataFrame) -> dict[str, h5py.Dataset]:
     """Create the datasets of one file and write everything except the pixels."""
     datasets: dict[str, h5py.Dataset] = {}
@@ -363,18 +393,16 @@ def _write_file_header(handle: h5py.File, variant: _Variant, plan: SplitPlan, ca
         if n:
             datasets[split] = handle.create_dataset(
                 f"x_{split}", shape=shape, dtype=np.uint8, chunks=(chunk_rows, *shape[1:]),
-                compression="gzip", compression_opts=GZIP_LEVEL, track_times=False,
+                track_times=False, **_compression(),
             )
         else:  # an empty split (e.g. val_fraction=0): HDF5 chunks cannot be larger than the data
             datasets[split] = handle.create_dataset(f"x_{split}", shape=shape, dtype=np.uint8, track_times=False)
-        handle.create_dataset(f"y_{split}", data=cid[rows].astype(np.int16), track_times=False)
+        _small_dataset(handle, f"y_{split}", cid[rows].astype(np.int16))
         if split in ("train", "val"):
-            handle.create_dataset(f"track_{split}", data=track[rows].astype(np.int64), track_times=False)
+            _small_dataset(handle, f"track_{split}", track[rows].astype(np.int64))
         encoded = [str(p).encode("utf-8") for p in rel[rows]]
         width = max([len(e) for e in encoded] + [1])
-        handle.create_dataset(
-            f"path_{split}", data=np.array(encoded, dtype=f"S{min(width, _STR_LIMIT)}"), track_times=False
-        )
+        _small_dataset(handle, f"path_{split}", np.array(encoded, dtype=f"S{min(width, _STR_LIMIT)}"))
     return datasets
 
 
@@ -399,7 +427,7 @@ def _write_attrs(handle: h5py.File, variant: _Variant, recipe: dict, *, scale: f
     attrs["recipe"] = _recipe_json(recipe)
 
 
-def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...], level: int) -> list[_Task]:
+def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...]) -> list[_Task]:
     paths = catalog["path"].to_numpy()
     split_col = catalog["split"].to_numpy()
     roi_cols = catalog[["roi_x1", "roi_y1", "roi_x2", "roi_y2"]].to_numpy()
@@ -416,9 +444,21 @@ def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...
                 paths=tuple(str(paths[i]) for i in part),
                 rois=tuple(None if m else tuple(int(v) for v in roi_cols[i]) for i, m in zip(part, is_meta)),
                 sizes=tuple(None if m else (int(wh[i][0]), int(wh[i][1])) for i, m in zip(part, is_meta)),
-                variants=variants, level=level,
+                variants=variants,
             ))
     return tasks
+
+
+def _write_chunk(ds: h5py.Dataset, first_row: int, data: bytes, mask: int) -> None:
+    """Store one already-filtered chunk (compressed in a worker) at ``first_row``."""
+    ds.id.write_direct_chunk((first_row, *(0,) * (ds.ndim - 1)), data, filter_mask=mask)
+
+
+def _public_mode(path: Path) -> None:
+    """Give a finished file the usual permissions (temp files are created private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 class _BadImages(Exception):
@@ -433,7 +473,7 @@ def _cook_files(
     scale: float, seed: int, val_fraction: float, skipped_images: int,
 ) -> None:
     """Write every pending variant in one pass over the images (atomic per file)."""
-    tasks = _tasks(plan, catalog, variants, GZIP_LEVEL)
+    tasks = _tasks(plan, catalog, variants)
     total = sum(t.rows for t in tasks)
     layout = str(catalog.attrs.get("layout", ""))
     with contextlib.ExitStack() as stack:
@@ -441,6 +481,7 @@ def _cook_files(
         datasets: dict[str, dict[str, h5py.Dataset]] = {}
         for v in variants:
             tmp = stack.enter_context(atomic_path(out_dir / enhanced_filename(v.size, v.mode, v.roi)))
+            _public_mode(tmp)
             handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
             handles[v.name] = handle
             datasets[v.name] = _write_file_header(handle, v, plan, catalog)
@@ -458,9 +499,8 @@ def _cook_files(
                 continue
             if bad:
                 continue  # a second pass without the bad images follows; just find them all
-            for name, data in chunks.items():
-                ds = datasets[name][task.split]
-                ds.id.write_direct_chunk((task.chunk * task.chunk_rows, 0, 0, 0), data)
+            for name, (mask, data) in chunks.items():
+                _write_chunk(datasets[name][task.split], task.chunk * task.chunk_rows, data, mask)
             done += task.rows
             report(progress, "cooking", done, total)
         if bad:

@@ -1,0 +1,199 @@
+"""Benchmark: the course's per-image scikit-image loop against ``gtsrb-kit cook`` (prints figures).
+
+Usage::
+
+    python benchmarks/bench_cook.py [ROOT] [--scale 0.2] [--workers N] [--size 24 --size 48]
+                                    [--mode RGB ...] [--no-per-variant] [--repeat 1]
+
+ROOT defaults to the real data: ``../shared/gtsrb`` materialized once into a cache folder
+(``$XDG_CACHE_HOME/gtsrb-kit/bench-real``). Both sides get the same images: the ones cook selects
+at ``--scale`` (train + val + test + meta).
+
+(a) *course*: for each variant, loop over the images: read with Pillow, ``skimage.transform.resize``
+    to (s, s), apply the mode, append to a list, ``np.array`` at the end (float64, as the course
+    holds them); one process.
+(b) *cook*: :func:`gtsrb_kit.cook.cook_dataset` for the same variants, all cores, into a temp folder
+    (``force=True``), catalog reading included.
+
+Each measurement runs in its own subprocess; peak RSS is read there with ``getrusage`` (the
+process itself and, for cook, its largest worker). Imports are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GTSRB_KIT_SHARED", REPO.parent / "shared" / "gtsrb"))
+DEFAULT_VARIANTS = [(s, m) for s in (24, 48) for m in ("RGB", "RGB-HE", "L", "L-LHE")]
+
+
+def _peak_mib() -> tuple[float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return me, kids
+
+
+# --------------------------------------------------------------------------- children
+
+def child_course(list_file: str, variants: list[list]) -> dict:
+    import numpy as np
+    from PIL import Image
+
+    from gtsrb_kit.enhance import course_enhance
+
+    items = json.loads(Path(list_file).read_text())
+    course_enhance(np.zeros((30, 30, 3), np.uint8), 24, "L-LHE")  # import skimage submodules untimed
+    per_variant = {}
+    total_bytes = 0
+    start = time.perf_counter()
+    for size, mode in variants:
+        t0 = time.perf_counter()
+        xs, ys = [], []
+        for path, label in items:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            xs.append(course_enhance(image, size, mode))
+            ys.append(label)
+        x = np.array(xs, dtype=np.float64)  # the course holds float arrays
+        y = np.array(ys)
+        per_variant[f"{size}-{mode}"] = {"seconds": time.perf_counter() - t0, "bytes": int(x.nbytes + y.nbytes)}
+        total_bytes += x.nbytes + y.nbytes
+        del xs, x
+    wall = time.perf_counter() - start
+    me, kids = _peak_mib()
+    return {"seconds": wall, "images": len(items), "bytes": int(total_bytes), "peak_mib": me,
+            "worker_peak_mib": kids, "per_variant": per_variant}
+
+
+def child_cook(root: str, variants: list[list], scale: float, workers: int | None, out: str) -> dict:
+    from gtsrb_kit.catalog import read_catalog
+    from gtsrb_kit.cook import cook_dataset
+
+    t0 = time.perf_counter()
+    read_catalog(root, verify="none")
+    catalog_s = time.perf_counter() - t0
+    sizes = sorted({int(s) for s, _ in variants})
+    modes = list(dict.fromkeys(m for _, m in variants))
+    start = time.perf_counter()
+    results = cook_dataset(root, out, sizes=sizes, modes=modes, scale=scale, workers=workers, force=True)
+    wall = time.perf_counter() - start
+    me, kids = _peak_mib()
+    wanted = {f"{s}-{m}" for s, m in variants}
+    kept = [r for r in results if f"{r.size}-{r.mode}" in wanted]
+    return {"seconds": wall, "catalog_seconds": catalog_s, "images": sum(kept[0].counts.values()),
+            "bytes": int(sum(r.bytes for r in kept)), "peak_mib": me, "worker_peak_mib": kids,
+            "files": {f"{r.size}-{r.mode}": r.bytes for r in kept}}
+
+
+# --------------------------------------------------------------------------- parent
+
+def _run_child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _default_root() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gtsrb-kit" / "bench-real"
+    if not (cache / "GTSRB").is_dir():
+        if not (SHARED / "materialize.py").is_file():
+            raise SystemExit(f"no ROOT given and no real data at {SHARED}; pass a GTSRB folder")
+        print(f"materializing {SHARED} into {cache} (once) ...", flush=True)
+        subprocess.run([sys.executable, str(SHARED / "materialize.py"), str(cache)], check=True)
+    return cache
+
+
+def _image_list(root: Path, scale: float, seed: int, out: Path) -> int:
+    from gtsrb_kit.catalog import read_catalog
+    from gtsrb_kit.split import plan_split
+
+    catalog = read_catalog(root, verify="none")
+    plan = plan_split(catalog, scale=scale, seed=seed)
+    import numpy as np
+
+    rows = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
+    items = [[str(catalog["path"].iat[i]), int(catalog["class_id"].iat[i])] for i in rows]
+    out.write_text(json.dumps(items))
+    return len(items)
+
+
+def _fmt_mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", nargs="?", type=Path)
+    parser.add_argument("--scale", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--size", type=int, action="append")
+    parser.add_argument("--mode", action="append")
+    parser.add_argument("--no-per-variant", action="store_true", help="skip the per-variant cook runs")
+    parser.add_argument("--no-course", action="store_true", help="time cook only")
+    args = parser.parse_args()
+
+    root = args.root or _default_root()
+    variants = ([(s, m) for s in args.size for m in args.mode] if args.size and args.mode
+                else [(s, m) for s in (args.size or (24, 48)) for m in (args.mode or ("RGB", "RGB-HE", "L", "L-LHE"))])
+    with tempfile.TemporaryDirectory(prefix="bench-cook-") as tmp:
+        tmp = Path(tmp)
+        n = _image_list(root, args.scale, args.seed, tmp / "images.json")
+        print(f"root {root}: {n:,} images at scale {args.scale:g}; variants: "
+              + ", ".join(f"{s}x{s}-{m}" for s, m in variants))
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start", flush=True)
+        vjson = json.dumps(variants)
+        cook = _run_child(["--child-cook", str(root), vjson, str(args.scale), str(args.workers or 0), str(tmp / "cook")])
+        course = None if args.no_course else _run_child(["--child-course", str(tmp / "images.json"), vjson])
+        per_variant_cook: dict[str, dict] = {}
+        if not args.no_per_variant and len(variants) > 1:
+            for s, m in variants:
+                per_variant_cook[f"{s}-{m}"] = _run_child(
+                    ["--child-cook", str(root), json.dumps([[s, m]]), str(args.scale), str(args.workers or 0),
+                     str(tmp / f"cook-{s}-{m}")])
+        print(f"load average {os.getloadavg()[0]:.2f} at end\n")
+
+        def line(name: str, r: dict) -> str:
+            return (f"{name:<8} {r['seconds']:8.2f} s  {r['images'] / r['seconds']:9,.0f} img/s  "
+                    f"peak RSS {r['peak_mib']:7,.0f} MiB (largest worker {r['worker_peak_mib']:,.0f} MiB)  "
+                    f"output {_fmt_mib(r['bytes'])}")
+
+        print(f"all {len(variants)} variants ({n:,} images each)")
+        if course:
+            print(line("course", course))
+        print(line("cook", cook) + f"  [catalog read alone: {cook['catalog_seconds']:.2f} s]")
+        if course:
+            print(f"ratio    {course['seconds'] / cook['seconds']:8.1f}x faster, output {course['bytes'] / cook['bytes']:.1f}x smaller")
+            no_lhe = [f"{s}-{m}" for s, m in variants if m != "L-LHE"]
+            if per_variant_cook and len(no_lhe) < len(variants):
+                c_s = sum(course["per_variant"][k]["seconds"] for k in no_lhe)
+                k_s = sum(per_variant_cook[k]["seconds"] for k in no_lhe)
+                print(f"without L-LHE ({len(no_lhe)} variants, cook run one variant at a time): course {c_s:.2f} s, "
+                      f"cook {k_s:.2f} s, {c_s / k_s:.1f}x")
+        if per_variant_cook:
+            print("\nper variant (cook run alone for each)")
+            print(f"{'variant':<14} {'course s':>9} {'cook s':>8} {'speed-up':>9} {'course out':>12} {'cook file':>11}")
+            for key, r in per_variant_cook.items():
+                c = course["per_variant"][key] if course else None
+                print(f"{key:<14} {c['seconds'] if c else float('nan'):9.2f} {r['seconds']:8.2f} "
+                      f"{(c['seconds'] / r['seconds']) if c else float('nan'):8.1f}x "
+                      f"{_fmt_mib(c['bytes']) if c else '-':>12} {_fmt_mib(r['bytes']):>11}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-course":
+        print(json.dumps(child_course(sys.argv[2], json.loads(sys.argv[3]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-cook":
+        w = int(sys.argv[5]) or None
+        print(json.dumps(child_cook(sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4]), w, sys.argv[6])))
+    else:
+        main()
