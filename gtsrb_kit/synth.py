@@ -517,13 +517,13 @@ def generate_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
     try:
-        entries = _build(tmp, tracks_per_class=tracks_per_class, frames_per_track=frames_per_track,
+        entries, counts = _build(tmp, tracks_per_class=tracks_per_class, frames_per_track=frames_per_track,
                          test_per_class=test_per_class, seed=seed, layout=layout, archives=archives,
                          progress=progress)
         marker = {
             "generator": "gtsrb-kit synth", "format": 1, "layout": layout, "seed": seed,
             "tracks_per_class": tracks_per_class, "frames_per_track": frames_per_track,
-            "test_per_class": test_per_class, "archives": archives, "entries": entries,
+            "test_per_class": test_per_class, "archives": archives, "entries": entries, "counts": counts,
         }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
         out.mkdir(exist_ok=True)
@@ -544,8 +544,8 @@ def generate_dataset(
 def _build(
     root: Path, *, tracks_per_class: int, frames_per_track: int, test_per_class: int, seed: int,
     layout: SynthLayout, archives: bool, progress: ProgressCallback | None,
-) -> list[str]:
-    """Render everything into ``root``; return the top-level entry names written."""
+) -> tuple[list[str], dict[str, int]]:
+    """Render everything into ``root``; return the top-level entry names and image counts."""
     pictures = {c: (draw_pictogram(c), draw_pictogram(c, _PICT // 2)) for c in range(NUM_CLASSES)}
     count_rng = np.random.default_rng([seed, 7])
     n_tracks = _class_counts(tracks_per_class, count_rng)
@@ -607,6 +607,7 @@ def _build(
                        ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"],
                        by_class.get(cid, []), ";", "\r\n")
     kaggle_train = [[*r[1:], f"Train/{r[-1]}/{r[0]}"] for r in train_rows]
+    counts = {"train": len(train_rows), "test": len(test_rows), "tracks": int(n_tracks.sum())}
 
     header = ["Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
     if official:
@@ -617,7 +618,7 @@ def _build(
         if archives:
             _write_archives(root, progress)
             entries.append("archives")
-        return entries
+        return entries, counts
 
     _write_csv(root / "Train.csv", [*header, "Path"], kaggle_train, ",", "\n")
     _write_csv(root / "Test.csv", [*header, "Path"], [[*r[1:], f"Test/{r[0]}"] for r in test_rows], ",", "\n")
@@ -633,7 +634,7 @@ def _build(
         spec = _spec(cid)
         meta_rows.append([f"Meta/{cid}.png", cid, _shape_id(spec), spec.color_id, f"{_shape_id(spec)}.{cid}"])
     _write_csv(root / "Meta.csv", ["Path", "ClassId", "ShapeId", "ColorId", "SignId"], meta_rows, ",", "\n")
-    return ["Meta", "Meta.csv", "Test", "Test.csv", "Train", "Train.csv"]
+    return ["Meta", "Meta.csv", "Test", "Test.csv", "Train", "Train.csv"], counts
 
 
 def _write_archives(root: Path, progress: ProgressCallback | None) -> None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from gtsrb_kit.catalog import read_catalog
+from gtsrb_kit.catalog import detect_layout, read_catalog
 from gtsrb_kit.classes import NUM_CLASSES
 from gtsrb_kit.cli import app
 from gtsrb_kit.errors import ConfigError, DataError
@@ -148,14 +148,15 @@ def test_refuses_foreign_folder_replaces_own_output(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not empty.*--force"):
         generate_dataset(foreign, **TINY)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
-    generate_dataset(foreign, force=True, **TINY)
+    one = {"tracks_per_class": 1, "frames_per_track": 1, "test_per_class": 1}
+    generate_dataset(foreign, force=True, **one)
     assert (foreign / "notes.txt").read_text() == "keep me"
-    assert read_catalog(foreign).attrs["layout"] == "official"
+    assert detect_layout(foreign) == "official" and (foreign / "GT-final_test.csv").is_file()
     # Rewriting an earlier output needs no --force and drops its old entries (layout switch).
-    generate_dataset(foreign, layout="kaggle", **TINY)
+    generate_dataset(foreign, layout="kaggle", **one)
     assert not (foreign / "GTSRB").exists() and not (foreign / "GT-final_test.csv").exists()
     assert (foreign / "notes.txt").read_text() == "keep me"
-    assert read_catalog(foreign).attrs["layout"] == "kaggle"
+    assert detect_layout(foreign) == "kaggle" and (foreign / "Meta.csv").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
     with pytest.raises(DataError, match="not a folder"):
         generate_dataset(foreign / "notes.txt", **TINY)
@@ -182,6 +183,7 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert f"{n_test} test images" in result.stdout and "official layout" in result.stdout
     marker = json.loads((root / MARKER).read_text())
     assert (marker["seed"], marker["tracks_per_class"], marker["frames_per_track"], marker["test_per_class"]) == (5, 1, 2, 1)
+    assert marker["counts"] == {"train": n_train, "test": n_test, "tracks": cat["track_id"].nunique() - 1}
 
 
 def test_cli_synth_errors(tmp_path: Path) -> None:
