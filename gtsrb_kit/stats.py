@@ -50,6 +50,7 @@ PLOT_FILES: tuple[str, ...] = (
 _MEASURES = ("brightness", "contrast", "sharpness")
 _CHUNK = 400
 _POOL_MIN_IMAGES = 3000  # below this a process pool costs more than it saves
+_DARK = 40  # mean luminance below which an image counts as dark
 
 
 # --------------------------------------------------------------------------- per-image measures
@@ -317,7 +318,7 @@ def compute_stats(
         "brightness": _describe(per_image["brightness"]),
         "contrast": _describe(per_image["contrast"]),
         "sharpness": _describe(per_image["sharpness"]),
-        "dark_images": {"below_40": int((per_image["brightness"] < 40).sum()),
+        "dark_images": {"below_40": int((per_image["brightness"] < _DARK).sum()),
                         "below_25": int((per_image["brightness"] < 25).sum())},
         "shared_train_test": {
             "groups": len(shared),
@@ -328,7 +329,10 @@ def compute_stats(
         "duplicates_within_split": {"train": within.get("train", 0), "test": within.get("test", 0)},
         "darkest": _extremes(per_image, "brightness", top),
         "smallest": _extremes(per_image.assign(area=per_image["width"] * per_image["height"]), "area", top),
-        "blurriest": _extremes(per_image, "sharpness", top),
+        # Dark images have a low Laplacian variance whatever their focus (and darkest.png shows
+        # them already), so the blurriest are picked among images that are not dark.
+        "blurriest": _extremes(lit if len(lit := per_image[per_image["brightness"] >= _DARK]) else per_image,
+                               "sharpness", top),
         "image_problems": [{"path": str(p), "problem": e} for p, e in zip(unreadable["path"], unreadable["error"])],
         "catalog_problems": [dict(p) for p in catalog.attrs.get("problems", [])],
         "seconds": round(time.perf_counter() - started, 2),
@@ -374,7 +378,8 @@ def _grid_image(paths: list[str], labels: list[str], title: str, *, cols: int, c
     from PIL import ImageDraw
 
     rows = max(1, math.ceil(len(paths) / cols))
-    label_h, title_h = 40, 30
+    title_h = 30
+    label_h = 6 + 12 * max((label.count("\n") + 1 for label in labels), default=1)
     mosaic = Image.new("RGB", (cols * cell, title_h + rows * (cell + label_h)), "white")
     draw = ImageDraw.Draw(mosaic)
     draw.text((mosaic.width // 2, 8), title, fill="black", font=_font(16), anchor="mt")
@@ -393,7 +398,7 @@ def _save_image(image: Image.Image, path: Path) -> None:
         image.save(tmp, format="PNG")
 
 
-def _wrap(text: str, width: int = 16, lines: int = 3) -> str:
+def _wrap(text: str, width: int = 16, lines: int = 4) -> str:
     return "\n".join(textwrap.wrap(text, width)[:lines])
 
 
@@ -508,7 +513,7 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     for name, key, title, fmt in (
         ("darkest.png", "darkest", "Darkest images (mean luminance)", "{:.1f}"),
         ("smallest.png", "smallest", "Smallest images (width x height)", None),
-        ("blurriest.png", "blurriest", "Blurriest images (variance of the Laplacian)", "{:.1f}"),
+        ("blurriest.png", "blurriest", f"Blurriest images not darker than {_DARK} (variance of the Laplacian)", "{:.1f}"),
     ):
         items = stats.summary[key]
         labs = []

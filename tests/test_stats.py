@@ -133,7 +133,7 @@ def test_bad_images_are_listed_or_raise(tiny_tree: Path) -> None:
 def test_cli_stats_on_synth(synth_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "stats"
     result = CliRunner().invoke(app, ["stats", "--root", str(synth_root), "--out", str(out), "--top", "8",
-                                      "--workers", "2"])
+                                      "--workers", "0"])
     assert result.exit_code == 0, result.output
     catalog = read_catalog(synth_root)
     train, test = catalog[catalog["split"] == "train"], catalog[catalog["split"] == "test"]
