@@ -944,8 +944,9 @@ def run_sweep(
                     log(f"{tag}: another process is training it, skipped")
                 outcomes.append(RunOutcome(i, run.name, "running", "skipped"))
                 continue
-            resume = (folder / CHECKPOINT_FILE).is_file()
-            action = "resumed" if resume else "trained"
+            # A folder an earlier attempt started (config.json) is continued, never refused.
+            resume = (folder / CHECKPOINT_FILE).is_file() or (folder / "config.json").is_file()
+            action = "resumed" if (folder / CHECKPOINT_FILE).is_file() else "trained"
             try:
                 _record_run(run, i, folder)
                 with contextlib.suppress(FileNotFoundError):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from gtsrb_kit.cli import app
 from gtsrb_kit.errors import ConfigError
 from gtsrb_kit.slurm import SlurmError, slurm_script, submit, write_slurm_script
-from gtsrb_kit.sweep import load_plan, plan_from_dict, run_status
+from gtsrb_kit.sweep import load_plan, run_status
 
 runner = CliRunner()
 TINY_MODEL = "v1"  # small and fast at 24x24 for one epoch
@@ -113,41 +113,44 @@ def hpc_data(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out / "set-24x24-L.h5"
 
 
-def _real_plan(data: Path, run_dir: Path, n: int) -> Path:
-    plan = {"name": "hpc-test", "datasets": [str(data)], "models": [TINY_MODEL],
-            "augment": ["none", "light", "medium"][:n], "train": {"epochs": 1, "batch_size": 64}}
-    try:
-        plan_from_dict(plan)
-    except ConfigError:  # augmentation presets named otherwise: vary the seed through explicit runs
-        plan = {"name": "hpc-test", "datasets": [str(data)],
-                "runs": [{"dataset": data.stem, "model": TINY_MODEL, "seed": s, "name": f"seed{s}",
-                          "epochs": 1, "batch_size": 64} for s in range(n)]}
-    path = run_dir.parent / f"{run_dir.name}-plan.json"
-    path.write_text(json.dumps(plan))
-    return path
+@pytest.fixture(scope="module")
+def hpc_sweep(hpc_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 2-run plan (one tiny model, two seeds) and its run folder, shared by the real runs below.
+
+    The local task test trains run 1; the SLURM test then submits the whole array: task 0 trains,
+    task 1 finds its run done. Either test also works alone.
+    """
+    base = tmp_path_factory.mktemp("hpc")
+    plan_file = base / "plan.toml"
+    plan_file.write_text(
+        f'name = "hpc-test"\ndatasets = ["{hpc_data}"]\n'
+        + "".join(f'[[runs]]\ndataset = "{hpc_data.stem}"\nmodel = "{TINY_MODEL}"\nname = "seed{s}"\nseed = {s}\n'
+                  "epochs = 1\nbatch_size = 64\n" for s in range(2))
+    )
+    run_dir = base / "runs"
+    plan = load_plan(plan_file, run_dir=run_dir)
+    return plan, write_slurm_script(plan, run_dir, time="10:00", cpus_per_task=1)
 
 
-def test_task_command_runs_one_combination_without_slurm(hpc_data: Path, tmp_path: Path) -> None:
-    """The array task line of the generated script, run by bash with SLURM_ARRAY_TASK_ID set."""
-    run_dir = tmp_path / "runs"
-    plan = load_plan(_real_plan(hpc_data, run_dir, 2), run_dir=run_dir)
-    script = write_slurm_script(plan, run_dir)
+def test_task_command_runs_one_combination_without_slurm(hpc_sweep) -> None:
+    """The generated script, run by bash with SLURM_ARRAY_TASK_ID set: synth -> cook -> real training."""
+    plan, script = hpc_sweep
+    run_dir = script.parent
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_JOB_ID": "777"}
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    name = plan.runs[1].name
-    assert f"[1/1] {name}: training" in proc.stdout and "test accuracy" in proc.stdout
-    assert plan.runs[0].name not in proc.stdout
-    assert run_status(run_dir / name) == "done" and run_status(run_dir / plan.runs[0].name) == "pending"
-    record = json.loads((run_dir / name / "run.json").read_text())
+    assert "[1/1] seed1: training" in proc.stdout and "test accuracy" in proc.stdout
+    assert "seed0" not in proc.stdout
+    assert run_status(run_dir / "seed1") == "done" and run_status(run_dir / "seed0") == "pending"
+    record = json.loads((run_dir / "seed1" / "run.json").read_text())
     assert record["index"] == 1 and record["slurm"]["array_task_id"] == "1"
-    metrics = json.loads((run_dir / name / "metrics.json").read_text())
-    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs_completed"] == 1
+    metrics = json.loads((run_dir / "seed1" / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs_completed"] == 1 and metrics["seed"] == 1
     report = json.loads((run_dir / "report.json").read_text())
     assert report["counts"] == {"done": 1, "pending": 1}
-    # A second run of the same task skips it: done runs are never retrained.
+    # The same task again: a done run is never retrained (and TensorFlow is not even imported).
     again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "done already, skipped" in again.stdout
+    assert again.returncode == 0 and "[1/1] seed1: done already, skipped" in again.stdout
 
 
 def _slurm_up() -> bool:
@@ -161,15 +164,14 @@ def _slurm_up() -> bool:
 
 
 @pytest.mark.slurm
-def test_job_array_on_a_real_slurm_cluster(hpc_data: Path, tmp_path: Path) -> None:
+def test_job_array_on_a_real_slurm_cluster(hpc_sweep) -> None:
     if not _slurm_up():
         pytest.skip("no SLURM cluster answers (start one with: bash ../shared/slurm/local-cluster.sh start)")
-    run_dir = tmp_path / "runs"
-    plan = load_plan(_real_plan(hpc_data, run_dir, 2), run_dir=run_dir)
-    script = write_slurm_script(plan, run_dir, time="10:00", cpus_per_task=1)
+    plan, script = hpc_sweep
+    run_dir = script.parent
     job = submit(script)
     assert job.isdigit()
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + 420
     try:
         while time.monotonic() < deadline:
             q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True, text=True)
@@ -180,18 +182,22 @@ def test_job_array_on_a_real_slurm_cluster(hpc_data: Path, tmp_path: Path) -> No
             pytest.fail(f"job array {job} did not finish in time: {q.stdout}")
     finally:
         subprocess.run(["scancel", job], capture_output=True)
-    for i, run in enumerate(plan.runs):
+    names = [r.name for r in plan.runs]
+    for i, name in enumerate(names):
         log = run_dir / "logs" / f"{job}_{i}.out"
         assert log.is_file(), f"no log for task {i}: {sorted(os.listdir(run_dir / 'logs'))}"
         text = log.read_text()
-        trained = re.findall(r"\[1/1\] (\S+): training", text)
-        assert trained == [run.name], text  # each task ran exactly its own combination
-        assert run_status(run_dir / run.name) == "done", text
-        record = json.loads((run_dir / run.name / "run.json").read_text())
-        assert record["slurm"] == {"array_job_id": job, "array_task_id": str(i), "job_id": record["slurm"]["job_id"]}
+        assert f"task {i} of job {job}" in text
+        # each task handled exactly its own run (trained it, or found it done already)
+        assert set(re.findall(r"\[\d+/\d+\] (\S+): ", text)) == {name}, text
+        assert run_status(run_dir / name) == "done", text
+        record = json.loads((run_dir / name / "run.json").read_text())
+        assert record["index"] == i and record["slurm"]["array_task_id"] == str(i)
+    trained_here = json.loads((run_dir / "seed0" / "run.json").read_text())
+    assert trained_here["slurm"]["array_job_id"] == job
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["complete"] and report["total"] == len(plan.runs)
-    assert {r["run"] for r in report["runs"]} == {r.name for r in plan.runs}
+    assert report["complete"] and report["total"] == len(names) == 2
+    assert [r["run"] for r in report["runs"]] == names
     assert all(r["test_accuracy"] is not None for r in report["runs"])
 
 

@@ -43,6 +43,9 @@ class FakeTrainer:
         run_dir = Path(run_dir)
         self.calls.append({"data": Path(data), "model": model, "augment": augment, "run": run_dir.name,
                            "resume": resume, **settings})
+        if (run_dir / "config.json").is_file() and not resume:  # like the real trainer
+            raise ConfigError(f"{run_dir}: already holds a training run")
+        (run_dir / "config.json").write_text(json.dumps({"args": settings}))
         if run_dir.name in self.fail:
             raise ValueError(f"boom in {run_dir.name}")
         (run_dir / "last.keras").write_bytes(b"ckpt")
@@ -234,8 +237,10 @@ def test_interrupted_run_is_resumed_and_failed_run_retried(two_files: Path) -> N
     report = json.loads((two_files / "runs" / "report.json").read_text())
     assert report["counts"] == {"done": 3, "failed": 1} and not report["complete"]
 
-    retry = run_sweep(plan, two_files / "runs", train_fn=FakeTrainer())
+    retrier = FakeTrainer()
+    retry = run_sweep(plan, two_files / "runs", train_fn=retrier)
     assert [o.action for o in retry.outcomes] == ["skipped", "skipped", "trained", "skipped"]
+    assert [(c["run"], c["resume"]) for c in retrier.calls] == [(broken, True)]  # continues its folder
     assert not (two_files / "runs" / broken / "failed.json").exists()
 
 
