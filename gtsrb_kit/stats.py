@@ -112,7 +112,8 @@ def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
         try:
             *values[i], hashes[i] = measure_image(path)
         except (OSError, ValueError, SyntaxError) as exc:
-            errors[i] = f"unreadable image ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+            text = str(exc).strip()
+            errors[i] = f"unreadable image ({text.splitlines()[0] if text else type(exc).__name__})"
     return values, hashes, errors
 
 
@@ -513,7 +514,8 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     for name, key, title, fmt in (
         ("darkest.png", "darkest", "Darkest images (mean luminance)", "{:.1f}"),
         ("smallest.png", "smallest", "Smallest images (width x height)", None),
-        ("blurriest.png", "blurriest", f"Blurriest images not darker than {_DARK} (variance of the Laplacian)", "{:.1f}"),
+        ("blurriest.png", "blurriest", f"Blurriest images not darker than {_DARK} (variance of the Laplacian)",
+         "{:.1f}"),
     ):
         items = stats.summary[key]
         labs = []

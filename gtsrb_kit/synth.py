@@ -183,7 +183,8 @@ def _glyphs() -> dict[int, Callable[[_Pen], None]]:
     g[6] = end80
     g[9] = lambda p: (_car(p, 0.36, 0.52, RED, 0.85), _car(p, 0.64, 0.52, BLACK, 0.85))
     g[10] = lambda p: (_truck(p, 0.36, 0.52, RED), _car(p, 0.68, 0.53, BLACK, 0.7))
-    g[11] = lambda p: (p.line([(0.5, 0.42), (0.5, 0.8)], 0.06, BLACK), p.line([(0.38, 0.58), (0.62, 0.58)], 0.06, BLACK))
+    g[11] = lambda p: (p.line([(0.5, 0.42), (0.5, 0.8)], 0.06, BLACK),
+                       p.line([(0.38, 0.58), (0.62, 0.58)], 0.06, BLACK))
     g[12] = lambda p: None
     g[13] = lambda p: None
     g[14] = lambda p: (p.rect(0.22, 0.44, 0.78, 0.56, WHITE), p.rect(0.3, 0.36, 0.36, 0.64, WHITE),
@@ -304,8 +305,8 @@ def draw_pictogram(class_id: int, size: int = _PICT) -> Image.Image:
         pen.poly(_scaled(tri, 0.95, 0.5, cy), RED)
         pen.poly(_scaled(tri, 0.62, 0.5, cy), WHITE)
     elif spec.shape == "octagon":
-        octo = [(0.5 + 0.5 * math.cos(math.pi / 8 + k * math.pi / 4), 0.5 + 0.5 * math.sin(math.pi / 8 + k * math.pi / 4))
-                for k in range(8)]
+        angles = [math.pi / 8 + k * math.pi / 4 for k in range(8)]
+        octo = [(0.5 + 0.5 * math.cos(a), 0.5 + 0.5 * math.sin(a)) for a in angles]
         pen.poly(octo, WHITE)
         pen.poly(_scaled(octo, 0.93, 0.5, 0.5), RED)
     else:  # diamond
@@ -351,7 +352,9 @@ class _Track:
     noise: float
 
 
-def _make_track(pictures: dict[int, tuple[Image.Image, Image.Image]], class_id: int, seed: int, kind: int, index: int) -> _Track:
+def _make_track(
+    pictures: dict[int, tuple[Image.Image, Image.Image]], class_id: int, seed: int, kind: int, index: int
+) -> _Track:
     rng = np.random.default_rng([seed, kind, class_id, index])
     angle = float(rng.uniform(-7, 7))
     base = _BACKGROUNDS[rng.integers(len(_BACKGROUNDS))]
@@ -361,7 +364,8 @@ def _make_track(pictures: dict[int, tuple[Image.Image, Image.Image]], class_id: 
     if rng.random() < 0.12:
         gain = float(rng.uniform(0.18, 0.35))
     return _Track(
-        rng=rng, pict=pictures[class_id][0], small=pictures[class_id][1], angle=angle, aspect=float(rng.uniform(0.93, 1.07)),
+        rng=rng, pict=pictures[class_id][0], small=pictures[class_id][1], angle=angle,
+        aspect=float(rng.uniform(0.93, 1.07)),
         s0=float(rng.uniform(22, 32)), s1=float(rng.uniform(55, 85)),
         bg=bg, gain=min(gain, 1.6), cast=(1 + rng.normal(0, 0.07, size=3)).astype(np.float32),
         haze=float(rng.uniform(0.0, 0.35)) if rng.random() < 0.3 else 0.0,

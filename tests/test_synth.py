@@ -182,7 +182,8 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert f"wrote {n_train} training images" in result.stdout
     assert f"{n_test} test images" in result.stdout and "official layout" in result.stdout
     marker = json.loads((root / MARKER).read_text())
-    assert (marker["seed"], marker["tracks_per_class"], marker["frames_per_track"], marker["test_per_class"]) == (5, 1, 2, 1)
+    settings = ("seed", "tracks_per_class", "frames_per_track", "test_per_class")
+    assert [marker[k] for k in settings] == [5, 1, 2, 1]
     assert marker["counts"] == {"train": n_train, "test": n_test, "tracks": cat["track_id"].nunique() - 1}
 
 

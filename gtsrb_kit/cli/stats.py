@@ -66,7 +66,8 @@ def stats(
         f"images: {s['images']['train']} train ({s['classes']['train']} classes, {s['tracks']['total']} tracks), "
         f"{s['images']['test']} test",
         f"class balance: largest {balance['largest'].get('class_id')} ({balance['largest'].get('train')}), "
-        f"smallest {balance['smallest'].get('class_id')} ({balance['smallest'].get('train')}), ratio {balance['ratio']}",
+        f"smallest {balance['smallest'].get('class_id')} ({balance['smallest'].get('train')}), "
+        f"ratio {balance['ratio']}",
         f"image size: width {_range(s['image_width'], ' px')}, height {_range(s['image_height'], ' px')}",
         f"sign (ROI) width: {_range(s['roi_width'], ' px')}",
         f"brightness: median {s['brightness'].get('median')}, {s['dark_images']['below_40']} images darker than 40/255",
