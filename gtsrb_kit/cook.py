@@ -18,6 +18,7 @@ The output is byte-identical for the same inputs and arguments (no timestamps, f
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import hashlib
@@ -25,7 +26,7 @@ import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,9 @@ def _executor(workers: int) -> Iterator[Any]:
         max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
     )
     try:
+        # Start every worker now, before any HDF5 file is open in this process (fork copies it).
+        for future in [pool.submit(_noop) for _ in range(workers)]:
+            future.result()
         yield pool
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -255,20 +259,28 @@ def _executor(workers: int) -> Iterator[Any]:
         pool.shutdown(wait=True)
 
 
-def _ordered(executor: Any, fn: Any, items: Sequence[Any], window: int) -> Iterator[Any]:
-    """``map`` in order with at most ``window`` items in flight (bounded memory)."""
-    pending: list[cf.Future] = []
+def _ordered(executor: Any, fn: Any, items: Iterable[Any], window: int) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(item, fn(item))`` in order, with at most ``window`` items in flight (bounded memory)."""
+    pending: collections.deque[tuple[Any, cf.Future]] = collections.deque()
     it = iter(items)
     for item in it:
-        pending.append(executor.submit(fn, item))
+        pending.append((item, executor.submit(fn, item)))
         if len(pending) >= window:
             break
     while pending:
-        result = pending.pop(0).result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(executor.submit(fn, nxt))
-        yield result
+        item, future = pending.popleft()
+        result = future.result()
+        nxt = next(it, _END)
+        if nxt is not _END:
+            pending.append((nxt, executor.submit(fn, nxt)))
+        yield item, result
+
+
+_END = object()
+
+
+def _noop() -> None:
+    return None
 
 
 # --------------------------------------------------------------------------- planning helpers
@@ -356,7 +368,7 @@ def _find_duplicate_tracks(
     block = max(64, min(2048, len(paths) // max(1, workers * 4) + 1))
     parts = [paths[i:i + block] for i in range(0, len(paths), block)]
     digests: list[str | None] = []
-    for part in _ordered(executor, _hash_files, parts, window=max(2, workers * 2)):
+    for _, part in _ordered(executor, _hash_files, parts, window=max(2, workers * 2)):
         digests.extend(part)
         report(progress, "checking test duplicates", len(digests), len(paths))
     n_train = len(train_rows)
@@ -427,26 +439,25 @@ def _write_attrs(handle: h5py.File, variant: _Variant, recipe: dict, *, scale: f
     attrs["recipe"] = _recipe_json(recipe)
 
 
-def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...]) -> list[_Task]:
+def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...]) -> Iterator[_Task]:
+    """The chunks to cook, in file order (generated lazily: memory does not grow with the dataset)."""
     paths = catalog["path"].to_numpy()
     split_col = catalog["split"].to_numpy()
     roi_cols = catalog[["roi_x1", "roi_y1", "roi_x2", "roi_y2"]].to_numpy()
     wh = catalog[["width", "height"]].to_numpy()
-    tasks: list[_Task] = []
     for split in SPLITS:
         rows = plan.rows(split)
         chunk_rows = max(1, min(CHUNK_IMAGES, len(rows)))
         for chunk, start in enumerate(range(0, len(rows), chunk_rows)):
             part = rows[start:start + chunk_rows]
             is_meta = [split_col[i] == "meta" for i in part]
-            tasks.append(_Task(
+            yield _Task(
                 split=split, chunk=chunk, rows=len(part), chunk_rows=chunk_rows,
                 paths=tuple(str(paths[i]) for i in part),
                 rois=tuple(None if m else tuple(int(v) for v in roi_cols[i]) for i, m in zip(part, is_meta)),
                 sizes=tuple(None if m else (int(wh[i][0]), int(wh[i][1])) for i, m in zip(part, is_meta)),
                 variants=variants,
-            ))
-    return tasks
+            )
 
 
 def _write_chunk(ds: h5py.Dataset, first_row: int, data: bytes, mask: int) -> None:
@@ -473,8 +484,7 @@ def _cook_files(
     scale: float, seed: int, val_fraction: float, skipped_images: int,
 ) -> None:
     """Write every pending variant in one pass over the images (atomic per file)."""
-    tasks = _tasks(plan, catalog, variants)
-    total = sum(t.rows for t in tasks)
+    total = sum(len(plan.rows(split)) for split in SPLITS)
     layout = str(catalog.attrs.get("layout", ""))
     with contextlib.ExitStack() as stack:
         handles: dict[str, h5py.File] = {}
@@ -490,7 +500,8 @@ def _cook_files(
         done = 0
         report(progress, "cooking", 0, total)
         bad: list[dict] = []
-        for task, (chunks, problems) in zip(tasks, _ordered(executor, _cook_chunk, tasks, max(2, workers * _IN_FLIGHT_PER_WORKER))):
+        window = max(2, workers * _IN_FLIGHT_PER_WORKER)
+        for task, (chunks, problems) in _ordered(executor, _cook_chunk, _tasks(plan, catalog, variants), window):
             if problems:
                 if strict:
                     first = problems[0]
@@ -508,6 +519,13 @@ def _cook_files(
 
 
 # --------------------------------------------------------------------------- public entry point
+
+def _available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
 
 def _variants(sizes: Sequence[int], modes: Sequence[str], roi_crop: bool) -> tuple[_Variant, ...]:
     if not sizes:
@@ -567,7 +585,7 @@ def cook_dataset(
     scale = check_fraction("scale", scale, low_open=True, high_closed=True)
     val_fraction = check_fraction("val_fraction", val_fraction, low_open=False, high_closed=False)
     seed = int(seed)
-    workers = int(workers) if workers is not None else (os.cpu_count() or 1)
+    workers = int(workers) if workers is not None else _available_cores()
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)

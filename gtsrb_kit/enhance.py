@@ -170,7 +170,9 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     """``skimage.exposure.equalize_hist(img)`` (256 bins) for every image of a float batch.
 
-    Replicates ``np.histogram``'s bin assignment and ``np.interp`` per image, vectorised.
+    Replicates ``np.histogram``'s bin assignment (uniform bins over [min, max], with its
+    edge corrections) and ``np.interp`` (precomputed slopes) per image, vectorised with flat
+    gathers.
 
     Args:
         images: ``(N, H, W)`` float64.
@@ -179,36 +181,44 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
         ``(N, H, W)`` float64, the equalized images.
     """
     n = images.shape[0]
+    if n == 0:
+        return images.astype(np.float64)
     flat = images.reshape(n, -1)
     lo = flat.min(axis=1)
     hi = flat.max(axis=1)
-    flat_img = lo == hi
-    lo = np.where(flat_img, lo - 0.5, lo)
-    hi = np.where(flat_img, hi + 0.5, hi)
-    edges = np.linspace(lo, hi, _NBINS + 1, endpoint=True, axis=-1)  # (n, 257)
-    f_idx = (flat - lo[:, None]) / (hi - lo)[:, None] * _NBINS
-    idx = f_idx.astype(np.intp)
+    same = lo == hi
+    lo = np.where(same, lo - 0.5, lo)
+    hi = np.where(same, hi + 0.5, hi)
+    edges = np.linspace(lo, hi, _NBINS + 1, endpoint=True, axis=-1)  # (n, 257), as np.histogram
+    edge_flat = edges.ravel()
+    row = (np.arange(n, dtype=np.intp) * (_NBINS + 1))[:, None]
+    idx = ((flat - lo[:, None]) / (hi - lo)[:, None] * _NBINS).astype(np.intp)
     idx[idx == _NBINS] -= 1
-    idx -= flat < np.take_along_axis(edges, idx, axis=1)
-    idx += (flat >= np.take_along_axis(edges, idx + 1, axis=1)) & (idx != _NBINS - 1)
-    hist = np.bincount((idx + (np.arange(n) * _NBINS)[:, None]).ravel(), minlength=n * _NBINS)
+    pos = idx + row
+    down = flat < edge_flat[pos]
+    idx -= down
+    pos -= down
+    up = (flat >= edge_flat[pos + 1]) & (idx != _NBINS - 1)
+    idx += up
+    hist = np.bincount((idx + (np.arange(n, dtype=np.intp) * _NBINS)[:, None]).ravel(), minlength=n * _NBINS)
     cdf = hist.reshape(n, _NBINS).cumsum(axis=1)
     cdf = cdf / cdf[:, -1:].astype(np.float64)
     centers = (edges[:, :-1] + edges[:, 1:]) / 2.0
-    # np.interp: j with centers[j] <= v < centers[j + 1]; the bin index tells us j or j + 1.
-    c_at = np.take_along_axis(centers, idx, axis=1)
-    j = np.where(flat >= c_at, idx, idx - 1)
-    below = j < 0
-    above = j >= _NBINS - 1
-    jj = np.clip(j, 0, _NBINS - 2)
-    x0 = np.take_along_axis(centers, jj, axis=1)
-    x1 = np.take_along_axis(centers, jj + 1, axis=1)
-    y0 = np.take_along_axis(cdf, jj, axis=1)
-    y1 = np.take_along_axis(cdf, jj + 1, axis=1)
-    slope = (y1 - y0) / (x1 - x0)
-    out = slope * (flat - x0) + y0
-    out = np.where(below, cdf[:, :1], out)
-    out = np.where(above, cdf[:, -1:], out)
+    # np.interp(v, centers, cdf): j with centers[j] <= v < centers[j + 1]; v's bin is j or j + 1.
+    # Pad each row to 257 entries so that j = -1 (left of the first centre) and j = 255 (right
+    # of the last) read constant segments: slope 0 and value cdf[0] / cdf[-1].
+    slopes = np.zeros((n, _NBINS + 1))
+    slopes[:, 1:_NBINS] = (cdf[:, 1:] - cdf[:, :-1]) / (centers[:, 1:] - centers[:, :-1])
+    x0 = np.empty((n, _NBINS + 1))
+    x0[:, 1:] = centers
+    x0[:, 0] = centers[:, 0]
+    y0 = np.empty((n, _NBINS + 1))
+    y0[:, 1:] = cdf
+    y0[:, 0] = cdf[:, 0]
+    cidx = idx + (np.arange(n, dtype=np.intp) * _NBINS)[:, None]
+    j = idx + 1 - (flat < centers.ravel()[cidx])  # padded index: j + 1
+    jpos = j + row
+    out = slopes.ravel()[jpos] * (flat - x0.ravel()[jpos]) + y0.ravel()[jpos]
     return out.reshape(images.shape)
 
 
