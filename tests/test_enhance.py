@@ -125,3 +125,14 @@ def test_enhance_single_image_shapes_roi_and_errors() -> None:
     with pytest.raises(ConfigError, match="image size"):
         E.check_size(2)
     assert E.mode_channels("RGB-HE") == 3 and E.mode_channels("L-CLAHE") == 1
+
+
+def test_clahe_batch_matches_skimage_exactly() -> None:
+    rng = np.random.default_rng(5)
+    for h, w in [(24, 24), (48, 48), (40, 57), (7, 9), (130, 130)]:
+        batch = rng.random((4, h, w))
+        batch[1] = 0.3  # flat
+        batch[2] = np.round(batch[2] * 3) / 3  # three levels: big clipped histograms
+        batch[3] = batch[3] ** 6  # mostly dark
+        theirs = np.stack([exposure.equalize_adapthist(b) for b in batch])
+        np.testing.assert_array_equal(E.clahe_batch(batch), theirs)
