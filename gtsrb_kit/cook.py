@@ -73,6 +73,7 @@ COOK_ALGORITHM = 1  # bump when cooked pixels change for the same recipe
 COMPRESSION = "gzip"  # pixels: "gzip" (level GZIP_LEVEL) or "lzf"
 GZIP_LEVEL = 1
 _IN_FLIGHT_PER_WORKER = 2
+_SUB_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -184,14 +185,14 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
     arrays: dict[str, np.ndarray] = {}
     for (size, use_roi), images in resized.items():
         batch = np.stack(images)
-        for variant in task.variants:
-            if (variant.size, variant.roi) != (size, use_roi):
-                continue
-            pixels = apply_mode(batch, variant.mode)
-            if task.chunk_rows > len(pixels):
-                pad = np.zeros((task.chunk_rows - len(pixels), *pixels.shape[1:]), np.uint8)
-                pixels = np.concatenate([pixels, pad])
-            arrays[variant.name] = pixels
+        mine = [v for v in task.variants if (v.size, v.roi) == (size, use_roi)]
+        for variant in mine:  # padded to the full chunk: HDF5 stores edge chunks whole
+            arrays[variant.name] = np.zeros((task.chunk_rows, size, size, variant.channels), np.uint8)
+        # small sub-batches keep the float temporaries of the vectorised modes in cache
+        for start in range(0, len(batch), _SUB_BATCH):
+            part = batch[start:start + _SUB_BATCH]
+            for variant in mine:
+                arrays[variant.name][start:start + len(part)] = apply_mode(part, variant.mode)
     return _filter_chunks(arrays), problems
 
 
