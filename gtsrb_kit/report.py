@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -195,8 +196,6 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _dump(data: Any) -> str:
-    import json
-
     return json.dumps(data, indent=2, default=str) + "\n"
 
 
@@ -247,7 +246,14 @@ def read_history(folder: str | os.PathLike[str]) -> dict[str, list[float]]:
                     out.setdefault(key, []).append(float("nan"))
         if out:
             return out
-    data = read_json(folder / "history.json")
+    try:
+        data = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, list):  # one dict per epoch
+        keys = list(dict.fromkeys(k for row in data if isinstance(row, dict) for k in row))
+        return {k: [float(row.get(k, float("nan"))) if isinstance(row.get(k), (int, float)) else float("nan")
+                    for row in data if isinstance(row, dict)] for k in keys}
     if isinstance(data, dict):
         hist = data.get("history", data)
         if isinstance(hist, dict):
@@ -343,8 +349,7 @@ def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: 
         for key, style, label in (("val_accuracy", "-", name), ("accuracy", "--", None)):
             values = hist.get(key)
             if values:
-                epochs = [int(e) + 1 for e in hist["epoch"]] if len(hist.get("epoch", [])) == len(values) \
-                    else list(range(1, len(values) + 1))
+                epochs = hist["epoch"] if len(hist.get("epoch", [])) == len(values) else list(range(1, len(values) + 1))
                 ax.plot(epochs, values, style, color=color, label=label, marker="o", markersize=3)
     from matplotlib.ticker import MaxNLocator
 

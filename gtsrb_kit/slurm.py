@@ -101,7 +101,7 @@ def slurm_script(
     array = f"0-{n_runs - 1}" + (f"%{max_parallel}" if max_parallel else "")
     lines = [
         "#!/bin/bash",
-        f"# gtsrb-kit sweep as a SLURM job array: {n_runs} runs, one per array task.",
+        f"# gtsrb-kit sweep as a SLURM job array: {n_runs} run{'' if n_runs == 1 else 's'}, one per array task.",
         f"# Submit with: sbatch {shlex.quote(str(run_dir / SCRIPT_NAME))}",
         _sbatch_line("job-name", job_name),
         _sbatch_line("array", array),

@@ -39,7 +39,7 @@ def make_sweep(tmp: Path, accuracies: dict[str, float | None], *, models=("v1", 
         (folder / "last.keras").write_bytes(b"ckpt")
         acc = accuracies[run.name]
         (folder / "history.csv").write_text(
-            "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.2,2.0,0.3,1.9\n1,0.5,1.0,0.55,1.1\n")
+            "epoch,accuracy,loss,val_accuracy,val_loss\n1,0.2,2.0,0.3,1.9\n2,0.5,1.0,0.55,1.1\n")
         if acc is None:
             continue
         (folder / "best.keras").write_bytes(b"m" * 500_000)
@@ -94,6 +94,8 @@ def test_pending_runs_and_plain_run_folders(tmp_path: Path) -> None:
 
 
 def test_history_reading(tmp_path: Path) -> None:
+    (tmp_path / "history.json").write_text(json.dumps([{"epoch": 1, "accuracy": 0.1}, {"epoch": 2, "accuracy": 0.2}]))
+    assert read_history(tmp_path) == {"epoch": [1.0, 2.0], "accuracy": [0.1, 0.2]}
     (tmp_path / "history.json").write_text(json.dumps({"accuracy": [0.1, 0.2], "val_accuracy": [0.15, 0.3]}))
     assert read_history(tmp_path) == {"accuracy": [0.1, 0.2], "val_accuracy": [0.15, 0.3]}
     (tmp_path / "history.csv").write_text("epoch,accuracy,val_accuracy\n0,0.5,0.4\n1,0.6,0.45\n")

@@ -27,6 +27,10 @@ def _echo(line: str) -> None:
     typer.echo(line)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _wide_console() -> Console:
     """A console that does not wrap tables at 80 columns when writing to a file or a pipe."""
     return Console(width=None if is_interactive() else 200, soft_wrap=False, highlight=False)
@@ -92,7 +96,7 @@ def sweep_command(
             gpus_per_task=gpus_per_task, mem=mem, max_parallel=max_parallel, setup=setup or (),
             verbose=2 if verbose is None else verbose,
         )
-        _echo(f"wrote {script} ({len(plan.runs)} array tasks, logs in {script.parent / 'logs'})")
+        _echo(f"wrote {script} ({_plural(len(plan.runs), 'array task')}, logs in {script.parent / 'logs'})")
         cook = [d for d in plan.datasets if d.recipe is not None and not d.path.is_file()]
         if cook:
             _echo(f"{len(cook)} dataset(s) will be cooked by the first task needing them; to cook them once "
@@ -113,7 +117,7 @@ def sweep_command(
 
     if dry_run:
         result = run_sweep(plan, run_dir, task_id=task_id, only=only, dry_run=True)
-        _echo(f"plan {plan.name!r}: {len(plan.runs)} runs in {result.run_dir}")
+        _echo(f"plan {plan.name!r}: {_plural(len(plan.runs), 'run')} in {result.run_dir}")
         for o in result.outcomes:
             _echo(f"{o.index:>4}  {o.action:<13} {o.name}  [{o.status}]")
         for d in result.to_cook:
