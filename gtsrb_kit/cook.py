@@ -45,7 +45,7 @@ from gtsrb_kit.enhance import (
     check_mode,
     check_size,
     mode_channels,
-    resize_image,
+    resize_scaled,
 )
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import atomic_path
@@ -174,12 +174,16 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
                 "problem": f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}",
             })
             continue
+        scaled: dict[bool, tuple[np.ndarray, float, float]] = {}
         for size, use_roi in keys:
-            src = image
-            if use_roi and roi is not None:
-                x1, y1, x2, y2 = roi
-                src = image[y1:y2 + 1, x1:x2 + 1]
-            resized.setdefault((size, use_roi), []).append(resize_image(src, size))
+            crop = use_roi and roi is not None
+            if crop not in scaled:  # convert once per source, resize to every size
+                src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if crop else image
+                x = src.astype(np.float64)
+                x *= 1.0 / 255.0
+                scaled[crop] = (x, float(src.min()) / 255.0, float(src.max()) / 255.0)
+            x, lo, hi = scaled[crop]
+            resized.setdefault((size, use_roi), []).append(resize_scaled(x, size, lo, hi))
     if problems:
         return {}, problems
     arrays: dict[str, np.ndarray] = {}

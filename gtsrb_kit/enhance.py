@@ -128,13 +128,22 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
         ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
         ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15).
     """
+    scaled = image.astype(np.float64)
+    scaled *= 1.0 / 255.0
+    return resize_scaled(scaled, size, float(image.min()) / 255.0, float(image.max()) / 255.0)
+
+
+def resize_scaled(x: np.ndarray, size: int, lo: float, hi: float) -> np.ndarray:
+    """:func:`resize_image` of an image already converted to float64 in [0, 1] (``x = img / 255``).
+
+    ``lo``/``hi`` are the input's minimum and maximum (skimage clips the result to them).
+    Lets a caller convert an image once and resize it to several sizes.
+    """
     import cv2
 
-    h, w = image.shape[:2]
+    h, w = x.shape[:2]
     ky, loy, hiy, wy = _axis_plan(h, size)
     kx, lox, hix, wx = _axis_plan(w, size)
-    x = image.astype(np.float64)
-    x *= 1.0 / 255.0
     if ky is not None or kx is not None:
         x = cv2.sepFilter2D(
             x, cv2.CV_64F, kx if kx is not None else _ONE, ky if ky is not None else _ONE,
@@ -145,7 +154,6 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     t = x[loy] * (1.0 - wy_) + x[hiy] * wy_
     wx_ = wx[(None, slice(None), *extra[1:])]
     out = t[:, lox] * (1.0 - wx_) + t[:, hix] * wx_
-    lo, hi = float(image.min()) / 255.0, float(image.max()) / 255.0
     np.clip(out, lo, hi, out=out)  # skimage clips to the input's range
     return out
 
