@@ -98,8 +98,9 @@ def _to_int(frame: pd.DataFrame, columns: list[str], csv_path: Path, problems: l
         values = pd.to_numeric(frame[col].str.strip(), errors="coerce")
         bad |= values.isna().to_numpy()
         frame[col] = values
-    for _, row in frame[bad].iterrows():
-        problems.append({"path": str(row.get("path", csv_path)), "problem": f"non-numeric value in {csv_path.name}"})
+    sources = frame["folder"].map(lambda d: f"GT-{d}.csv") if "folder" in frame else pd.Series(csv_path.name, index=frame.index)
+    for path, source in zip(frame.loc[bad, "path"], sources[bad]):
+        problems.append({"path": str(path), "problem": f"non-numeric value in {source}"})
     frame = frame[~bad].copy()
     for col in columns:
         frame[col] = frame[col].astype(np.int64)
@@ -110,26 +111,31 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
     parts: list[pd.DataFrame] = []
     train_dir = root / OFFICIAL_TRAIN_DIR
     if train_dir.is_dir():
+        # Read every class CSV first and convert once: per-folder pandas work dominates otherwise.
+        per_class: list[pd.DataFrame] = []
         for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
             csv_path = class_dir / f"GT-{class_dir.name}.csv"
             if not csv_path.is_file():
                 problems.append({"path": str(csv_path), "problem": "annotation CSV missing; images of this folder skipped"})
                 continue
             frame = _read_csv(csv_path, ";", ("Filename", *_CSV_COLUMNS))
-            frame = frame.rename(columns=_CSV_COLUMNS)
-            frame["rel_path"] = [str(OFFICIAL_TRAIN_DIR / class_dir.name / f) for f in frame["Filename"]]
-            frame["path"] = [str(class_dir / f) for f in frame["Filename"]]
+            frame["folder"] = class_dir.name
+            per_class.append(frame)
+        if per_class:
+            frame = pd.concat(per_class, ignore_index=True).rename(columns=_CSV_COLUMNS)
+            rel_dir = str(OFFICIAL_TRAIN_DIR)
+            frame["rel_path"] = [f"{rel_dir}/{d}/{f}" for d, f in zip(frame["folder"], frame["Filename"])]
+            frame["path"] = [str(root / r) for r in frame["rel_path"]]
             stems = frame["Filename"].str.rsplit(".", n=1).str[0].str.split("_")
             frame["track"] = stems.str[0]
             frame["frame"] = stems.str[1]
             frame["split"] = "train"
-            frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], csv_path, problems)
-            if class_dir.name.isdigit():
-                wrong = frame["class_id"] != int(class_dir.name)
-                for p in frame.loc[wrong, "path"]:
-                    problems.append({"path": p, "problem": f"ClassId disagrees with its folder {class_dir.name}"})
-                frame = frame[~wrong]
-            parts.append(frame)
+            frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], train_dir, problems)
+            folder_id = pd.to_numeric(frame["folder"], errors="coerce")
+            wrong = (folder_id.notna() & (folder_id != frame["class_id"])).to_numpy()
+            for p, d in zip(frame.loc[wrong, "path"], frame.loc[wrong, "folder"]):
+                problems.append({"path": p, "problem": f"ClassId disagrees with its folder {d}"})
+            parts.append(frame[~wrong].drop(columns="folder"))
     test_dir = root / OFFICIAL_TEST_DIR
     if test_dir.is_dir():
         labels = root / OFFICIAL_TEST_LABELS
