@@ -55,6 +55,7 @@ from gtsrb_kit.store import CHUNK_IMAGES, CREATED_BY, SCHEMA_VERSION, SPLITS, en
 
 __all__ = ["MODES", "DEFAULT_MODES", "DEFAULT_SIZES", "CookResult", "cook_dataset", "COOK_ALGORITHM"]
 
+
 def _package_version() -> str:
     try:
         from gtsrb_kit import __version__
