@@ -57,7 +57,7 @@ def test_read_info_schema(cooked: dict[str, Path], synth_root: Path) -> None:
     assert class_names(cooked["L"]) == list(CLASS_NAMES)
     with h5py.File(cooked["RGB"]) as handle:
         assert handle["x_train"].chunks[0] == min(256, splits["train"]["count"])
-        assert handle["x_train"].compression in ("gzip", "lzf")
+        assert handle["x_train"].compression == "gzip"  # RGB compresses; equalized modes are stored raw
         assert handle["y_train"].dtype == np.int16
         assert len(handle["track_train"]) == splits["train"]["count"]
         assert handle["path_test"][0].decode().startswith("GTSRB/Final_Test/Images/")
