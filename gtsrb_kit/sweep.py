@@ -600,13 +600,17 @@ def is_locked(path: str | os.PathLike[str]) -> bool:
     path = Path(path)
     if fcntl is None or not path.exists():
         return False
-    with open(path, "rb") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    try:
+        # read-write: on NFS an exclusive lock needs a writable descriptor
+        with open(path, "r+b") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except OSError:  # not ours to lock (read-only copy of a sweep): nobody is training there
         return False
+    return False
 
 
 def run_status(folder: str | os.PathLike[str]) -> str:

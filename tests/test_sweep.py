@@ -111,6 +111,7 @@ train: {epochs: 2, batch_size: 16, seed: 3}
     # The explicit form (plan.json) round-trips to the same runs in the same order.
     frozen = write(two_files / "frozen" / "plan.json", json.dumps(toml_plan.to_dict()))
     again = load_plan(frozen)
+    assert again.to_dict() == toml_plan.to_dict()  # array tasks never rewrite the frozen plan
     assert [(r.name, r.dataset.path, r.model, r.augment, r.settings) for r in again.runs] == \
         [(r.name, r.dataset.path, r.model, r.augment, r.settings) for r in toml_plan.runs]
 
@@ -402,3 +403,29 @@ def test_default_run_dir_uses_env_and_plan_name(two_files: Path, monkeypatch: py
     assert result.exit_code == 0, result.output
     assert (two_files / "allruns" / "plan" / "set-24x24-L__v1__none" / "metrics.json").is_file()
     assert os.listdir(two_files / "allruns" / "plan").count("set-24x24-L__v2__none") == 0
+
+
+def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path: Path) -> None:
+    """SLURM's time limit sends SIGTERM: the task exits 130 'interrupted', the run is not marked failed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    plan = write(tmp_path / "plan.toml", 'datasets = [{size = 24, mode = "L"}]\nmodels = ["v1"]\n'
+                 f'[cook]\nroot = "{tmp_path / "raw"}"\nout = "{tmp_path / "data"}"\n')
+    run = tmp_path / "runs" / "set-24x24-L__v1__none"
+    # Hold the cook lock so the task waits there (before any TensorFlow import) until it is killed.
+    with file_lock(tmp_path / "data" / ".set-24x24-L.h5.lock"):
+        proc = subprocess.Popen([sys.executable, "-m", "gtsrb_kit", "sweep", str(plan), "--run-dir",
+                                 str(tmp_path / "runs"), "--task-id", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (run / "run.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    assert run_status(run) == "started" and not (run / "failed.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,6 +26,10 @@ RunDirOption = Annotated[
 
 def _echo(line: str) -> None:
     typer.echo(line)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _plural(n: int, word: str) -> str:
@@ -126,6 +131,9 @@ def sweep_command(
             _echo(f"      MISSING     {d.path} (cook it first)")
         return
 
+    # SLURM ends a task at its time limit with SIGTERM: stop like Ctrl-C (exit 130, "interrupted"),
+    # the run keeps its last epoch's checkpoint and resumes when the task is submitted again.
+    signal.signal(signal.SIGTERM, _interrupt)
     with progress_bar(interactive) as bar:
         result = run_sweep(
             plan, run_dir, task_id=task_id, only=only, progress=bar, log=_echo,
