@@ -91,7 +91,15 @@ def test_cli_slurm_refuses_missing_dataset_files(tmp_path: Path) -> None:
     plan = _plan_file(tmp_path, ["v1"])
     (tmp_path / "data" / "set-24x24-L.h5").unlink()
     result = runner.invoke(app, ["sweep", str(plan), "--run-dir", str(tmp_path / "runs"), "--slurm"])
-    assert result.exit_code != 0 and not (tmp_path / "runs" / "sweep.sbatch").exists()
+    assert result.exit_code == 1 and "set-24x24-L.h5: dataset file not found" in result.stderr
+    assert not (tmp_path / "runs" / "sweep.sbatch").exists()
+
+
+def test_cli_slurm_refuses_recipes_without_raw_data(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'datasets = [{{size = 24, mode = "L"}}]\nmodels = ["v1"]\n[cook]\nroot = "{tmp_path / "none"}"\n')
+    result = runner.invoke(app, ["sweep", str(plan), "--run-dir", str(tmp_path / "runs"), "--slurm"])
+    assert result.exit_code == 1 and "no raw GTSRB tree to cook set-24x24-L.h5" in result.stderr
 
 
 def test_submit_without_sbatch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,6 +92,9 @@ def sweep_command(
         from gtsrb_kit.slurm import write_slurm_script
 
         for d in plan.datasets:
+            if d.recipe is not None and not d.path.is_file() and not Path(d.recipe["root"]).is_dir():
+                raise DataError(f"{d.recipe['root']}: no raw GTSRB tree to cook {d.path.name} from; every array "
+                                "task would fail: set cook.root in the plan (or run 'gtsrb-kit download')")
             if d.recipe is None and not d.path.is_file():
                 raise DataError(f"{d.path}: dataset file not found; every array task would fail: cook it first "
                                 "or list a recipe like {size=24, mode=\"L\"} in the plan")
@@ -163,7 +166,7 @@ def report_command(
     files = write_report(run_dir, out_dir=out)
     report = files.report
     best = set(report["best_per_dataset"].values())
-    table = Table(title=f"{report['name']}: {report['total']} runs", show_lines=False)
+    table = Table(title=f"{report['name']}: {_plural(report['total'], 'run')}", show_lines=False)
     columns = (("run", "run"), ("status", "status"), ("test_accuracy", "test acc"),
                ("best_val_accuracy", "val acc"), ("epochs_completed", "epochs"), ("duration_s", "s"),
                ("dataset_mb", "data MB"))
