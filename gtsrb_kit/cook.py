@@ -46,6 +46,7 @@ from gtsrb_kit.enhance import (
     check_size,
     mode_channels,
     resize_scaled,
+    to_unit_float,
 )
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import atomic_path
@@ -187,9 +188,7 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
             crop = use_roi and roi is not None
             if crop not in scaled:  # convert once per source, resize to every size
                 src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if crop else image
-                x = src.astype(np.float64)
-                x *= 1.0 / 255.0
-                scaled[crop] = (x, float(src.min()) / 255.0, float(src.max()) / 255.0)
+                scaled[crop] = (to_unit_float(src), float(src.min()) / 255.0, float(src.max()) / 255.0)
             x, lo, hi = scaled[crop]
             resized.setdefault((size, use_roi), []).append(resize_scaled(x, size, lo, hi))
     if problems:

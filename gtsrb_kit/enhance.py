@@ -126,11 +126,19 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
     Returns:
         ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
-        ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15).
+        ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15;
+        the result is not clipped to the input's range except for flat images, where rounding
+        would otherwise break the flatness).
     """
-    scaled = image.astype(np.float64)
-    scaled *= 1.0 / 255.0
-    return resize_scaled(scaled, size, float(image.min()) / 255.0, float(image.max()) / 255.0)
+    return resize_scaled(to_unit_float(image), size, float(image.min()) / 255.0, float(image.max()) / 255.0)
+
+
+_UNIT = np.arange(256, dtype=np.float64) * (1.0 / 255.0)
+
+
+def to_unit_float(image: np.ndarray) -> np.ndarray:
+    """``uint8`` -> float64 in [0, 1] (``img_as_float``), by table lookup."""
+    return _UNIT[image]
 
 
 def resize_scaled(x: np.ndarray, size: int, lo: float, hi: float) -> np.ndarray:
@@ -149,13 +157,39 @@ def resize_scaled(x: np.ndarray, size: int, lo: float, hi: float) -> np.ndarray:
             x, cv2.CV_64F, kx if kx is not None else _ONE, ky if ky is not None else _ONE,
             borderType=cv2.BORDER_REFLECT_101,
         ).reshape(x.shape)
-    extra = (None,) * (x.ndim - 1)
-    wy_ = wy[(slice(None), *extra)]
-    t = x[loy] * (1.0 - wy_) + x[hiy] * wy_
-    wx_ = wx[(None, slice(None), *extra[1:])]
-    out = t[:, lox] * (1.0 - wx_) + t[:, hix] * wx_
-    np.clip(out, lo, hi, out=out)  # skimage clips to the input's range
+    if h > 1 and w > 1 and x.ndim in (2, 3) and (x.ndim == 2 or x.shape[2] <= 4):
+        # OpenCV's bilinear resize (double weights) equals ndi.zoom's wherever the sample lies
+        # between two pixels; it clamps instead of mirroring outside, which only happens at the
+        # first/last rows/columns when enlarging: recompute those from the taps.
+        out = cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR).reshape((size, size, *x.shape[2:]))
+        rows = _mirrored_taps(h, size)
+        cols = _mirrored_taps(w, size)
+        if len(rows):
+            t = _lerp(x, loy[rows], hiy[rows], wy[rows], axis=0)
+            out[rows] = _lerp(t, lox, hix, wx, axis=1)
+        if len(cols):
+            t = _lerp(x, lox[cols], hix[cols], wx[cols], axis=1)
+            out[:, cols] = _lerp(t, loy, hiy, wy, axis=0)
+    else:
+        out = _lerp(_lerp(x, loy, hiy, wy, axis=0), lox, hix, wx, axis=1)
+    if lo == hi:  # skimage clips to the input's range; only a flat image can drift from it
+        out.fill(lo)
     return out
+
+
+def _lerp(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    """Bilinear taps along one axis: ``(1 - weight) * x[lo] + weight * x[hi]``."""
+    shape = [1] * x.ndim
+    shape[axis] = len(weight)
+    weight = weight.reshape(shape)
+    return np.take(x, lo, axis=axis) * (1.0 - weight) + np.take(x, hi, axis=axis) * weight
+
+
+@functools.lru_cache(maxsize=4096)
+def _mirrored_taps(n_in: int, n_out: int) -> np.ndarray:
+    """Output indices whose sample falls outside the input's first/last pixel centre."""
+    coords = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    return np.flatnonzero((coords < 0) | (coords > n_in - 1))
 
 
 _ONE = np.ones(1)

@@ -75,7 +75,8 @@ def test_modes_match_course_on_real_images(real_images: list[np.ndarray], mode: 
 
 def test_resize_matches_skimage_to_float_rounding() -> None:
     rng = np.random.default_rng(1)
-    for h, w, s in [(30, 33, 24), (45, 45, 48), (266, 232, 24), (25, 120, 48), (1, 9, 4), (48, 48, 48)]:
+    for h, w, s in [(30, 33, 24), (45, 45, 48), (266, 232, 24), (25, 120, 48), (1, 9, 4), (48, 48, 48),
+                    (10, 13, 48), (7, 60, 24), (47, 49, 48)]:
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         ours = E.resize_image(image, s)
         theirs = transform.resize(image, (s, s))
