@@ -210,12 +210,17 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- global equalization
 
+_EDGE_BAND = 1e-6  # in bin units: closer than this to a bin edge or centre, decide exactly
+
+
 def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     """``skimage.exposure.equalize_hist(img)`` (256 bins) for every image of a float batch.
 
-    Replicates ``np.histogram``'s bin assignment (uniform bins over [min, max], with its
-    edge corrections) and ``np.interp`` (precomputed slopes) per image, vectorised with flat
-    gathers.
+    Replicates ``np.histogram``'s bin assignment (uniform bins over [min, max], with its edge
+    corrections) and ``np.interp`` (precomputed slopes) per image, vectorised. The bin of a value
+    and its side of the bin centre are read from its fractional bin position; only values within
+    ``_EDGE_BAND`` of an edge or a centre are compared with the actual edges and centres, as numpy
+    does, so the result is the same.
 
     Args:
         images: ``(N, H, W)`` float64.
@@ -233,35 +238,41 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     lo = np.where(same, lo - 0.5, lo)
     hi = np.where(same, hi + 0.5, hi)
     edges = np.linspace(lo, hi, _NBINS + 1, endpoint=True, axis=-1)  # (n, 257), as np.histogram
-    edge_flat = edges.ravel()
-    row = (np.arange(n, dtype=np.intp) * (_NBINS + 1))[:, None]
-    idx = ((flat - lo[:, None]) / (hi - lo)[:, None] * _NBINS).astype(np.intp)
-    idx[idx == _NBINS] -= 1
-    pos = idx + row
-    down = flat < edge_flat[pos]
-    idx -= down
-    pos -= down
-    up = (flat >= edge_flat[pos + 1]) & (idx != _NBINS - 1)
-    idx += up
-    hist = np.bincount((idx + (np.arange(n, dtype=np.intp) * _NBINS)[:, None]).ravel(), minlength=n * _NBINS)
+    pos = (flat - lo[:, None]) / (hi - lo)[:, None] * _NBINS
+    idx = pos.astype(np.intp)
+    frac = pos - idx
+    idx[idx == _NBINS] = _NBINS - 1
+    rows = np.arange(n, dtype=np.intp)[:, None]
+    near = np.flatnonzero((frac < _EDGE_BAND) | (frac > 1 - _EDGE_BAND) | (pos >= _NBINS))
+    if len(near):
+        r = np.broadcast_to(rows, idx.shape).ravel()[near]
+        v = flat.ravel()[near]
+        k = idx.ravel()[near]
+        k = k - (v < edges[r, k])
+        k = k + ((v >= edges[r, k + 1]) & (k != _NBINS - 1))
+        idx.ravel()[near] = k
+    hist = np.bincount((idx + rows * _NBINS).ravel(), minlength=n * _NBINS)
     cdf = hist.reshape(n, _NBINS).cumsum(axis=1)
     cdf = cdf / cdf[:, -1:].astype(np.float64)
     centers = (edges[:, :-1] + edges[:, 1:]) / 2.0
     # np.interp(v, centers, cdf): j with centers[j] <= v < centers[j + 1]; v's bin is j or j + 1.
-    # Pad each row to 257 entries so that j = -1 (left of the first centre) and j = 255 (right
-    # of the last) read constant segments: slope 0 and value cdf[0] / cdf[-1].
-    slopes = np.zeros((n, _NBINS + 1))
-    slopes[:, 1:_NBINS] = (cdf[:, 1:] - cdf[:, :-1]) / (centers[:, 1:] - centers[:, :-1])
-    x0 = np.empty((n, _NBINS + 1))
-    x0[:, 1:] = centers
-    x0[:, 0] = centers[:, 0]
-    y0 = np.empty((n, _NBINS + 1))
-    y0[:, 1:] = cdf
-    y0[:, 0] = cdf[:, 0]
-    cidx = idx + (np.arange(n, dtype=np.intp) * _NBINS)[:, None]
-    j = idx + 1 - (flat < centers.ravel()[cidx])  # padded index: j + 1
-    jpos = j + row
-    out = slopes.ravel()[jpos] * (flat - x0.ravel()[jpos]) + y0.ravel()[jpos]
+    frac = pos - idx  # again: corrected bins (the last bin holds hi) moved some values
+    j1 = idx + (frac >= 0.5)  # j + 1: an index into the padded table below
+    near = np.flatnonzero(np.abs(frac - 0.5) < _EDGE_BAND)
+    if len(near):
+        r = np.broadcast_to(rows, idx.shape).ravel()[near]
+        k = idx.ravel()[near]
+        j1.ravel()[near] = k + (flat.ravel()[near] >= centers[r, k])
+    # Rows padded to 257 entries: j = -1 (left of the first centre) and j = 255 (right of the
+    # last) read constant segments (slope 0, value cdf[0] / cdf[-1]), as np.interp returns.
+    table = np.zeros((n, _NBINS + 1, 3))
+    table[:, 1:_NBINS, 0] = (cdf[:, 1:] - cdf[:, :-1]) / (centers[:, 1:] - centers[:, :-1])
+    table[:, 1:, 1] = centers
+    table[:, 0, 1] = centers[:, 0]
+    table[:, 1:, 2] = cdf
+    table[:, 0, 2] = cdf[:, 0]
+    taps = table.reshape(-1, 3)[(j1 + rows * (_NBINS + 1)).ravel()]
+    out = taps[:, 0] * (flat.ravel() - taps[:, 1]) + taps[:, 2]
     return out.reshape(images.shape)
 
 
