@@ -1,3 +1,209 @@
-"""`gtsrb-kit train` commands (placeholder until implemented)."""
+"""`gtsrb-kit train`, `evaluate`, `predict`, `models` and `augment-preview`."""
 
-from gtsrb_kit.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gtsrb_kit.cli._app import app, console, is_interactive
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="A cooked set-*.h5 file. Default: <data dir>/set-48x48-RGB.h5 "
+                 "($GTSRB_KIT_DATA or ./data).", show_default=False),
+]
+
+
+def _parse_options(items: list[str]) -> dict[str, int | float | str]:
+    from gtsrb_kit.errors import ConfigError
+
+    out: dict[str, int | float | str] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-option {item!r}: use KEY=VALUE, e.g. width=16")
+        value: int | float | str = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = value
+    return out
+
+
+@app.command("train")
+def train_command(
+    data: DataOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (see `gtsrb-kit models`). "
+                                              "Default: vgg-bn.", show_default=False)] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment the training images "
+                                          "(preset: --preset).")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help="Augmentation preset: none, fidle or strong; "
+                                               "implies --augment. Default with --augment: strong.",
+                                               show_default=False)] = None,
+    augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: auto, batch "
+                                              "(numpy+OpenCV per batch), tf (in-graph) or albumentations.")] = "auto",
+    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (also when resuming).")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 64,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder. Default: <runs dir>/<model>-"
+                                                 "<data stem> ($GTSRB_KIT_RUNS or ./runs).",
+                                                 show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffles and augmentation.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --run-dir from its "
+                                         "last completed epoch.")] = False,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak AdamW learning rate. Default: 3e-3 "
+                                                        "for batch-norm models, 1e-3 otherwise.",
+                                                        show_default=False)] = None,
+    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="constant, cosine (default) or "
+                                                    "onecycle.", show_default=False)] = None,
+    early_stopping: Annotated[int | None, typer.Option("--early-stopping", help="Stop after this many epochs "
+                                                       "without a better validation accuracy.",
+                                                       show_default=False)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="auto (all GPUs, else CPU), cpu, gpu, "
+                                                "gpu:0,1 ...", show_default=False)] = None,
+    mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="auto (on for GPUs), on, off.")] = "auto",
+    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Builder option KEY=VALUE of "
+                                                           "the model (e.g. width=16 for vgg-bn); repeatable.",
+                                                           show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch output.")] = False,
+) -> None:
+    """Train a model on a cooked file; best checkpoint on validation accuracy, test once at the end.
+
+    Writes best.keras, last.keras, history.csv/json, learning_curves.png, metrics.json,
+    config.json and TensorBoard logs (tb/) into the run folder. A killed run continues with
+    --resume (same options).
+    """
+    from gtsrb_kit.augment import DEFAULT_PRESET
+    from gtsrb_kit.models import DEFAULT_MODEL
+    from gtsrb_kit.train import default_data_file, train
+
+    chosen = preset if preset is not None else (DEFAULT_PRESET if augment else "none")
+    metrics = train(
+        data if data is not None else default_data_file(), model=model or DEFAULT_MODEL, augment=chosen,
+        epochs=epochs, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
+        learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
+        mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
+        augment_path=augment_path, model_options=_parse_options(model_option or []),
+    )
+    console.print(
+        f"train: {metrics['model']} ({metrics['model_params']:,} parameters), augment {metrics['augment']}: "
+        f"best validation accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}/"
+        f"{metrics['epochs_completed']}; test accuracy {metrics['test_accuracy']:.4f} "
+        f"({metrics['test_errors']} errors / {metrics['test_count']}); {metrics['duration_s']:.0f} s",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(f"train: wrote {metrics['run_dir']} (metrics.json, best.keras, learning_curves.png)",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[Path, typer.Option("--model", help="A .keras file (e.g. runs/x/best.keras).",
+                                        show_default=False)],
+    data: DataOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: <model folder>/eval-<data "
+                                             "stem>-<split>.", show_default=False)] = None,
+    split: Annotated[str, typer.Option("--split", help="test, val, train or meta.")] = "test",
+    worst: Annotated[int, typer.Option("--worst", help="Misclassified images to show.")] = 24,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Accuracy, per-class table, confusion matrix PNG and worst mistakes PNG of a model."""
+    from gtsrb_kit.evaluate import evaluate
+    from gtsrb_kit.train import default_data_file
+
+    result = evaluate(model, data if data is not None else default_data_file(), out_dir=out, split=split,
+                      worst=worst)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{result['split']} set of {Path(result['data']).name}", title_justify="left")
+    for column in ("class", "name", "precision", "recall", "support"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for row in result["per_class"]:
+        table.add_row(str(row["class_id"]), row["name"], f"{row['precision']:.4f}", f"{row['recall']:.4f}",
+                      str(row["support"]))
+    console.print(table)
+    console.print(f"evaluate: accuracy {result['accuracy']:.4f} ({result['errors']} errors / {result['count']}); "
+                  f"files in {Path(result['files']['evaluation']).parent}", highlight=False, soft_wrap=True)
+
+
+@app.command("predict")
+def predict_command(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PPM, PNG, JPEG), each a crop around one sign.",
+                                                 show_default=False)],
+    model: Annotated[Path, typer.Option("--model", help="A .keras file written by gtsrb-kit train.",
+                                        show_default=False)],
+    top: Annotated[int, typer.Option("--top", help="Classes to show per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one list) for scripts.")] = False,
+) -> None:
+    """Classify images with the preprocessing recorded with the model (size, mode, ROI crop)."""
+    from gtsrb_kit.evaluate import predict
+
+    results = predict(model, images, top_k=top)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        extra = "".join(f"; {t['class_id']} {t['name']} {t['probability']:.3f}" for t in r["top"][1:])
+        typer.echo(f"{r['path']}: {r['class_id']} {r['name']} ({r['probability']:.3f}){extra}")
+
+
+@app.command("models")
+def models_command(
+    shape: Annotated[str, typer.Option("--shape", help="Input shape HxWxC for the parameter counts.")] = "48x48x3",
+) -> None:
+    """List the bundled models with their parameter counts."""
+    from gtsrb_kit.errors import ConfigError
+    from gtsrb_kit.models import DEFAULT_MODEL, count_params, list_models
+
+    try:
+        dims = tuple(int(v) for v in shape.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--shape {shape!r}: use HxWxC, e.g. 48x48x3") from None
+    if len(dims) != 3:
+        raise ConfigError(f"--shape {shape!r}: use HxWxC, e.g. 48x48x3")
+    table = Table(title=f"bundled models (parameters for {shape} inputs)", title_justify="left")
+    for column in ("name", "parameters", "description"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for name, description in list_models():
+        label = f"{name} (default)" if name == DEFAULT_MODEL else name
+        table.add_row(label, f"{count_params(name, dims):,}", description)  # type: ignore[arg-type]
+    console.print(table)
+
+
+@app.command("augment-preview")
+def augment_preview_command(
+    data: DataOption = None,
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("augment-preview.png"),
+    preset: Annotated[str, typer.Option("--preset", help="none, fidle or strong.")] = "strong",
+    augment_path: Annotated[str, typer.Option("--augment-path", help="auto, batch, tf or albumentations.")] = "auto",
+    draws: Annotated[int, typer.Option("--draws", help="Augmented versions per original.")] = 6,
+    classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated class ids. Default: all.",
+                                                show_default=False)] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to take originals from.")] = "train",
+    seed: Annotated[int, typer.Option("--seed", help="Augmentation seed.")] = 0,
+) -> None:
+    """Write a PNG grid: per class an original and several augmented draws of it."""
+    from gtsrb_kit.augment import preview_grid
+    from gtsrb_kit.errors import ConfigError
+    from gtsrb_kit.store import class_names, load_split
+    from gtsrb_kit.train import default_data_file
+
+    path = data if data is not None else default_data_file()
+    try:
+        chosen = [int(c) for c in classes.split(",")] if classes else None
+    except ValueError:
+        raise ConfigError(f"--classes {classes!r}: use comma-separated class ids, e.g. 0,14,17") from None
+    x, y = load_split(path, split)
+    written = preview_grid(x, y, out, augment=preset, draws=draws, classes=chosen, seed=seed, path=augment_path,
+                           class_names=class_names(path))
+    console.print(f"augment-preview: wrote {written}", highlight=False, soft_wrap=True)
+
+
+__all__ = ["train_command", "evaluate_command", "predict_command", "models_command", "augment_preview_command"]

@@ -1,0 +1,288 @@
+"""Evaluate a trained model on a cooked file, and classify image files with it.
+
+A ``.keras`` file written by :func:`gtsrb_kit.train.train` carries its preprocessing (image
+size, enhancement mode, ROI crop, class names) inside the zip (``gtsrb_kit.json``), and the run's
+``config.json`` beside it holds the same; so ``predict`` applies exactly the preprocessing the
+model was trained with, through :func:`gtsrb_kit.enhance.enhance`.
+
+An image given to :func:`predict` is taken as a GTSRB-style crop around one sign: for models
+trained on ROI-cropped data, the margin GTSRB images have around the sign (10 % of the sign's
+size, at least 5 pixels, per side) is cropped first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtsrb_kit.errors import ConfigError, DataError
+from gtsrb_kit.fileio import atomic_path, write_text_atomic
+
+
+def read_preprocessing(model_path: str | Path) -> dict[str, Any]:
+    """The preprocessing a model was trained with (size, mode, roi, input_shape, class_names).
+
+    Looks in the ``.keras`` file first, then in ``config.json`` beside it.
+
+    Raises:
+        DataError: the model file is missing or carries no preprocessing record.
+    """
+    from gtsrb_kit.train import read_keras_metadata
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise DataError(f"{model_path}: no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)")
+    meta = read_keras_metadata(model_path)
+    if meta and meta.get("size") and meta.get("mode"):
+        return {k: meta[k] for k in ("size", "mode", "roi", "input_shape", "class_names", "model") if k in meta}
+    config = model_path.parent / "config.json"
+    if config.is_file():
+        try:
+            pre = json.loads(config.read_text()).get("preprocessing")
+        except (OSError, json.JSONDecodeError):
+            pre = None
+        if pre and pre.get("size") and pre.get("mode"):
+            return pre
+    raise DataError(f"{model_path}: no preprocessing record (not written by gtsrb-kit train, and no config.json "
+                    "beside it); use a model from a gtsrb-kit run folder")
+
+
+def load_model(model_path: str | Path) -> Any:
+    """Load a ``.keras`` model, with a one-line error for unreadable files."""
+    import keras
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise DataError(f"{model_path}: no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)")
+    try:
+        return keras.models.load_model(model_path)
+    except Exception as exc:  # keras raises ValueError/OSError/zip errors
+        raise DataError(f"{model_path}: not a loadable Keras model ({type(exc).__name__}); "
+                        "pass a .keras file written by gtsrb-kit train") from None
+
+
+def _predict_probs(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    from gtsrb_kit.train import eval_dataset
+
+    ds = eval_dataset(x, None, batch_size=batch_size, num_classes=int(model.output_shape[-1]))
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``[true, predicted]``."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def plot_confusion(cm: np.ndarray, out_png: Path, title: str) -> Path:
+    """Row-normalised confusion matrix as a PNG (log colour scale to show rare errors)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    im = ax.imshow(np.where(norm > 0, norm, np.nan), cmap="viridis", norm=LogNorm(vmin=1e-3, vmax=1.0))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    n = cm.shape[0]
+    ax.set_xticks(range(0, n, 2))
+    ax.set_yticks(range(0, n, 2))
+    ax.tick_params(labelsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def plot_worst(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], out_png: Path,
+               count: int = 24) -> Path:
+    """The misclassified images with the most confident wrong predictions, with true/predicted names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y_pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    order = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:count]
+    cols = 6
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.1, rows * 2.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    gray = x.shape[-1] == 1
+    for ax, i in zip(axes.flat, order):
+        img = x[i][..., 0] if gray else x[i]
+        ax.imshow(img, cmap="gray" if gray else None, vmin=0, vmax=255)
+        t, p = int(y_true[i]), int(y_pred[i])
+        ax.set_title(f"true {t}: {class_names[t][:22]}\npred {p}: {class_names[p][:22]}\np={probs[i, p]:.2f}",
+                     fontsize=6)
+    if not len(order):
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    fig.suptitle(f"{len(wrong)} misclassified; the {len(order)} most confident mistakes", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    worst: int = 24,
+) -> dict[str, Any]:
+    """Accuracy, per-class table, confusion matrix and worst mistakes of a model on one split.
+
+    Args:
+        model_path: A ``.keras`` file (e.g. ``run/x/best.keras``).
+        data: A cooked ``set-*.h5`` file with the same size and channels the model was trained on.
+        out_dir: Where to write ``evaluation.json``, ``per_class.csv``, ``confusion_matrix.png`` and
+            ``worst_errors.png`` (default: ``<model folder>/eval-<data stem>-<split>``).
+        split: ``test`` (default), ``val``, ``train`` or ``meta``.
+        batch_size: Inference batch size.
+        worst: How many misclassified images to show.
+
+    Returns:
+        ``{"accuracy", "count", "errors", "per_class": [...], "files": {...}, ...}``.
+
+    Raises:
+        DataError: missing/foreign files, or a data file whose images do not fit the model.
+    """
+    from gtsrb_kit.store import load_split, read_info
+    from gtsrb_kit.train import _write_json, per_class_report
+
+    model_path, data = Path(model_path), Path(data)
+    info = read_info(data)
+    model = load_model(model_path)
+    x, y = load_split(data, split)
+    expected = tuple(int(v) for v in model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise DataError(f"{data}: images are {tuple(x.shape[1:])} but {model_path.name} expects {expected}; "
+                        "evaluate on a file cooked with the model's size and mode")
+    names = [str(n) for n in (info.get("class_names") or [])] or [str(i) for i in range(model.output_shape[-1])]
+    probs = _predict_probs(model, x, batch_size)
+    y_pred = probs.argmax(axis=1)
+    num_classes = int(probs.shape[1])
+    out = Path(out_dir) if out_dir is not None else model_path.parent / f"eval-{data.stem}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    cm = confusion_matrix(y, y_pred, num_classes)
+    per_class = per_class_report(y, y_pred, names)
+    accuracy = float(np.mean(y_pred == y)) if len(y) else float("nan")
+    files = {
+        "confusion_matrix": str(plot_confusion(cm, out / "confusion_matrix.png",
+                                               f"{model_path.name} on {data.name} ({split}): accuracy {accuracy:.4f}")),
+        "worst_errors": str(plot_worst(x, y, probs, names, out / "worst_errors.png", count=worst)),
+        "per_class": str(out / "per_class.csv"),
+        "evaluation": str(out / "evaluation.json"),
+    }
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(per_class[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(per_class)
+    write_text_atomic(out / "per_class.csv", buf.getvalue())
+    np.savetxt(out / "confusion_matrix.csv", cm, fmt="%d", delimiter=",")
+    result = {
+        "model": str(model_path), "data": str(data), "split": split, "accuracy": round(accuracy, 6),
+        "count": int(len(y)), "errors": int(np.sum(y_pred != y)), "per_class": per_class, "files": files,
+    }
+    _write_json(out / "evaluation.json", result)
+    return result
+
+
+def _gtsrb_sign_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The sign inside a GTSRB-style crop: a margin of 10 % of the sign size (at least 5 px) per side."""
+
+    def inner(n: int) -> tuple[int, int]:
+        sign = n / 1.2 if n / 1.2 >= 50 else n - 10
+        if sign < 4:  # too small to hold a margin: keep everything
+            return 0, n - 1
+        margin = int(round((n - sign) / 2))
+        return margin, n - 1 - margin
+
+    x1, x2 = inner(width)
+    y1, y2 = inner(height)
+    return x1, y1, x2, y2
+
+
+def preprocess_image(image: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
+    """Turn one ``uint8`` RGB image into the model's input (``uint8`` ``(size, size, C)``)."""
+    from gtsrb_kit.enhance import enhance
+
+    roi = _gtsrb_sign_box(image.shape[1], image.shape[0]) if preprocessing.get("roi") else None
+    return enhance(image, int(preprocessing["size"]), str(preprocessing["mode"]), roi=roi)
+
+
+def predict(
+    model_path: str | Path,
+    images: Sequence[str | Path],
+    *,
+    top_k: int = 1,
+    batch_size: int = 256,
+) -> list[dict[str, Any]]:
+    """Classify image files (PPM, PNG, JPEG, any size) with a trained model.
+
+    Args:
+        model_path: A ``.keras`` file written by :func:`gtsrb_kit.train.train`.
+        images: Image files, each a crop around one sign (as GTSRB images are).
+        top_k: How many classes to return per image (best first).
+        batch_size: Inference batch size.
+
+    Returns:
+        One dict per image: ``path``, ``class_id``, ``name``, ``probability`` and ``top`` (the
+        ``top_k`` best ``{class_id, name, probability}``).
+
+    Raises:
+        DataError: unreadable model or image files.
+        ConfigError: ``top_k`` < 1 or no images given.
+    """
+    from gtsrb_kit.catalog import load_image
+
+    if not images:
+        raise ConfigError("no images given; pass one or more PPM/PNG/JPEG files")
+    if top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
+    pre = read_preprocessing(model_path)
+    model = load_model(model_path)
+    names = [str(n) for n in pre.get("class_names") or []]
+    batch = []
+    for path in images:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such image file")
+        try:
+            rgb = load_image(path)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable image ({type(exc).__name__}); pass PPM, PNG or JPEG files") from None
+        batch.append(preprocess_image(rgb, pre))
+    x = np.stack(batch)
+    expected = tuple(int(v) for v in model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise DataError(f"{model_path}: expects {expected} inputs but its preprocessing record gives "
+                        f"{tuple(x.shape[1:])}; the model file and its record disagree")
+    probs = _predict_probs(model, x, batch_size)
+    results = []
+    for path, p in zip(images, probs):
+        order = np.argsort(-p, kind="stable")[:top_k]
+        top = [{"class_id": int(c), "name": names[c] if c < len(names) else str(c), "probability": float(p[c])}
+               for c in order]
+        results.append({"path": str(path), **top[0], "top": top})
+    return results

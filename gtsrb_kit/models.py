@@ -1,0 +1,219 @@
+"""Bundled baseline CNNs for GTSRB.
+
+Every model is built for any input size (>= 16 x 16) and channel count, takes ``float32``
+images scaled to ``[0, 1]`` and ends in a softmax over ``num_classes``.
+
+* ``v1``, ``v2``, ``v3``, ``v3-bn``: the Fidle course's GTSRB networks, reconstructed from the
+  course notebooks (``v3`` is the deeper dropout-heavy model, ``v3-bn`` its batch-normalised
+  variant; the course called both "v3").
+* ``vgg-bn``: a small VGG-style net (batch norm, global average pooling, ~0.6 M parameters);
+  the default, sized to train in minutes on a CPU.
+* ``resnet-small``: a small pre-activation-free ResNet (three stages of two residual blocks).
+
+TensorFlow/Keras is imported when a model is built, never at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gtsrb_kit.classes import NUM_CLASSES
+from gtsrb_kit.errors import ConfigError
+
+DEFAULT_MODEL = "vgg-bn"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its builder and a one-line description."""
+
+    name: str
+    description: str
+    builder: Callable[..., Any]
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def _register(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        MODELS[name] = ModelSpec(name, description, fn)
+        return fn
+
+    return wrap
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input_shape {input_shape!r} must be (height, width, channels)")
+    if shape[0] < 16 or shape[1] < 16:
+        raise ConfigError(f"input_shape {input_shape!r} is too small: images must be at least 16x16")
+    return shape  # type: ignore[return-value]
+
+
+@_register("v1", "Fidle GTSRB v1: 2 conv (96, 192) + dense 1500, dropout")
+def _v1(input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    from keras import layers
+
+    return [
+        layers.Conv2D(96, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.2),
+        layers.Conv2D(192, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.2),
+        layers.Flatten(),
+        layers.Dense(1500, activation="relu"),
+        layers.Dropout(0.5),
+    ]
+
+
+@_register("v2", "Fidle GTSRB v2: 3 conv (32, 64, 128) + dense 3500, heavy dropout")
+def _v2(input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    from keras import layers
+
+    return [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.5),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.5),
+        layers.Conv2D(128, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.5),
+        layers.Flatten(),
+        layers.Dense(3500, activation="relu"),
+        layers.Dropout(0.5),
+    ]
+
+
+def _v3_layers(batch_norm: bool) -> list[Any]:
+    from keras import layers
+
+    out: list[Any] = []
+    for filters in (32, 64, 128):
+        for _ in range(2):
+            out.append(layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm))
+            if batch_norm:
+                out.append(layers.BatchNormalization())
+            out.append(layers.Activation("relu"))
+        out.append(layers.MaxPooling2D(2))
+        out.append(layers.Dropout(0.2 if batch_norm else 0.4))
+    out += [layers.Flatten(), layers.Dense(512, use_bias=not batch_norm)]
+    if batch_norm:
+        out.append(layers.BatchNormalization())
+    out += [layers.Activation("relu"), layers.Dropout(0.5)]
+    return out
+
+
+@_register("v3", "Fidle GTSRB v3: 3 x (2 conv 32/64/128 + pool) + dense 512, dropout 0.4/0.5")
+def _v3(input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    return _v3_layers(batch_norm=False)
+
+
+@_register("v3-bn", "Fidle GTSRB v3 with batch norm (the course's second 'v3')")
+def _v3_bn(input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    return _v3_layers(batch_norm=True)
+
+
+def _conv_bn(x: Any, filters: int, *, strides: int = 1, act: bool = True) -> Any:
+    from keras import layers
+
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x) if act else x
+
+
+@_register("vgg-bn", "small VGG: conv 32 | 2x64 | 2x128 | 256, batch norm, global pooling (default)")
+def _vgg_bn(input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, dropout: float = 0.3) -> Any:
+    from keras import layers
+
+    def body(x: Any) -> Any:
+        x = _conv_bn(x, width)
+        x = layers.MaxPooling2D(2)(x)
+        x = _conv_bn(x, 2 * width)
+        x = _conv_bn(x, 2 * width)
+        x = layers.MaxPooling2D(2)(x)
+        x = _conv_bn(x, 4 * width)
+        x = _conv_bn(x, 4 * width)
+        x = layers.MaxPooling2D(2)(x)
+        x = _conv_bn(x, 8 * width)
+        x = layers.GlobalAveragePooling2D()(x)
+        return layers.Dropout(dropout)(x)
+
+    return body
+
+
+@_register("resnet-small", "small ResNet: stem 32, 3 stages x 2 residual blocks (32/64/128), global pooling")
+def _resnet_small(input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, dropout: float = 0.2) -> Any:
+    from keras import layers
+
+    def block(x: Any, filters: int, strides: int) -> Any:
+        shortcut = x
+        y = _conv_bn(x, filters, strides=strides)
+        y = _conv_bn(y, filters, act=False)
+        if strides != 1 or shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False)(shortcut)
+            shortcut = layers.BatchNormalization()(shortcut)
+        return layers.Activation("relu")(layers.Add()([y, shortcut]))
+
+    def body(x: Any) -> Any:
+        x = _conv_bn(x, width)
+        for stage, filters in enumerate((width, 2 * width, 4 * width)):
+            x = block(x, filters, 1 if stage == 0 else 2)
+            x = block(x, filters, 1)
+        x = layers.GlobalAveragePooling2D()(x)
+        return layers.Dropout(dropout)(x)
+
+    return body
+
+
+def list_models() -> list[tuple[str, str]]:
+    """Names and one-line descriptions of the bundled models, in registry order."""
+    return [(spec.name, spec.description) for spec in MODELS.values()]
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int = NUM_CLASSES, **kw: Any) -> Any:
+    """Build an uncompiled Keras model from the registry.
+
+    Args:
+        name: A key of :data:`MODELS` (see :func:`list_models`).
+        input_shape: ``(height, width, channels)`` of the input images.
+        num_classes: Size of the softmax output.
+        **kw: Extra builder options (e.g. ``width`` or ``dropout`` for ``vgg-bn``/``resnet-small``).
+
+    Returns:
+        A ``keras.Model`` named after ``name`` taking ``float32`` images in ``[0, 1]``.
+
+    Raises:
+        ConfigError: Unknown model name, unusable input shape or builder option.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} (see `gtsrb-kit models`)")
+    shape = _check_shape(input_shape)
+    import keras
+    from keras import layers
+
+    try:
+        body = MODELS[name].builder(shape, num_classes, **kw)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r} does not accept options {sorted(kw)}: {exc}") from None
+    inputs = keras.Input(shape=shape, name="image")
+    if isinstance(body, list):
+        x = inputs
+        for layer in body:
+            x = layer(x)
+    else:
+        x = body(inputs)
+    # float32 softmax keeps mixed-precision training numerically safe.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name.replace("-", "_"))
+
+
+def count_params(name: str, input_shape: tuple[int, int, int] = (48, 48, 3), num_classes: int = NUM_CLASSES) -> int:
+    """Number of parameters of a registered model for a given input shape."""
+    return int(build_model(name, input_shape, num_classes).count_params())

@@ -1,0 +1,214 @@
+"""Training: run folder contents, determinism, input pipeline, resume after a kill, multi-device, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gtsrb_kit.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"width": 8}  # a 40 k-parameter vgg-bn keeps these tests fast
+
+
+@pytest.fixture(scope="module")
+def cooked(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small cooked file: 24x24 RGB, about 235 training / 200 validation / 172 test images."""
+    from gtsrb_kit.cook import cook_dataset
+
+    out = tmp_path_factory.mktemp("cooked")
+    results = cook_dataset(synth_root, out, sizes=(24,), modes=("RGB",), val_fraction=0.5, workers=1)
+    return results[0].path
+
+
+@pytest.fixture(scope="module")
+def first_run(cooked: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from gtsrb_kit.train import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "a"
+    calls: list[tuple] = []
+    metrics = train(cooked, model="vgg-bn", augment="strong", epochs=2, batch_size=64, run_dir=run_dir, seed=0,
+                    verbose=0, progress=lambda *a: calls.append(a), model_options=TINY)
+    assert calls[-1] == ("train", 2, 2)
+    return run_dir, metrics
+
+
+def test_run_folder(first_run: tuple[Path, dict], cooked: Path) -> None:
+    from gtsrb_kit.store import load_split
+    from gtsrb_kit.train import read_keras_metadata
+
+    run_dir, metrics = first_run
+    for name in ("best.keras", "last.keras", "history.csv", "history.json", "learning_curves.png", "metrics.json",
+                 "config.json", "state.json"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    for key in ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs_completed", "duration_s", "model", "data",
+                "data_fingerprint", "model_params", "seed", "augment", "batch_size", "versions", "per_class"):
+        assert key in metrics, key
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    val = [h["val_accuracy"] for h in history]
+    assert metrics["best_epoch"] == 1 + int(np.argmax(val)) and metrics["best_val_accuracy"] == pytest.approx(max(val))
+    assert metrics["epochs_completed"] == 2 and metrics["augment"] == "strong" and metrics["model"] == "vgg-bn"
+    _, y_test = load_split(cooked, "test")
+    assert metrics["test_count"] == len(y_test) and len(metrics["per_class"]) == 43
+    assert sum(r["support"] for r in metrics["per_class"]) == len(y_test)
+    assert metrics["test_errors"] == round((1 - metrics["test_accuracy"]) * len(y_test))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["preprocessing"]["size"] == 24 and config["preprocessing"]["mode"] == "RGB"
+    assert config["args"]["seed"] == 0 and config["args"]["epochs"] == 2
+    best_meta = read_keras_metadata(run_dir / "best.keras")
+    assert best_meta["mode"] == "RGB" and best_meta["epoch"] == metrics["best_epoch"]
+    assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,val_loss")
+
+
+def test_cli_train_same_seed_same_history(first_run: tuple[Path, dict], cooked: Path, tmp_path: Path) -> None:
+    """Same arguments through the CLI: identical per-epoch losses (CPU determinism)."""
+    from gtsrb_kit.cli import app
+
+    run_dir, _ = first_run
+    result = CliRunner().invoke(app, ["train", "--data", str(cooked), "--model", "vgg-bn", "--preset", "strong",
+                                      "--epochs", "2", "--batch-size", "64", "--run-dir", str(tmp_path / "b"),
+                                      "--seed", "0", "--model-option", "width=8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    a = json.loads((run_dir / "history.json").read_text())
+    b = json.loads((tmp_path / "b" / "history.json").read_text())
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == rb["loss"] and ra["val_accuracy"] == rb["val_accuracy"]
+
+
+def test_train_dataset_pipeline(cooked: Path) -> None:
+    from gtsrb_kit.augment import Augmenter
+    from gtsrb_kit.store import load_split
+    from gtsrb_kit.train import train_dataset
+
+    x, y = load_split(cooked, "train")
+    steps = math.ceil(len(x) / 50)
+    ds = train_dataset(x, y, batch_size=50, seed=3, augmenter=Augmenter("none"), num_classes=43)
+    assert ds.element_spec[0].shape.as_list() == [None, 24, 24, 3]
+    batches = list(ds.take(2 * steps).as_numpy_iterator())
+    xb, yb = batches[0]
+    assert xb.dtype == np.float32 and 0.0 <= xb.min() and xb.max() <= 1.0 and yb.shape == (50, 43)
+    # each epoch is a permutation of the whole split, different per epoch
+    epoch0 = np.concatenate([b[1].argmax(1) for b in batches[:steps]])
+    epoch1 = np.concatenate([b[1].argmax(1) for b in batches[steps:]])
+    assert sorted(epoch0) == sorted(y.tolist()) == sorted(epoch1) and not np.array_equal(epoch0, epoch1)
+    pixels0 = np.concatenate([b[0] for b in batches[:steps]])
+    assert np.allclose(np.sort(pixels0.reshape(len(x), -1).sum(1)), np.sort((x / 255.0).reshape(len(x), -1).sum(1)),
+                       atol=1e-3)
+    # starting at epoch 1 reproduces epoch 1 of an uninterrupted run, augmentation included
+    aug = Augmenter("fidle", seed=3)
+    full = list(train_dataset(x, y, batch_size=50, seed=3, augmenter=aug, num_classes=43).take(steps + 1)
+                .as_numpy_iterator())
+    resumed = next(train_dataset(x, y, batch_size=50, seed=3, augmenter=aug, num_classes=43, initial_epoch=1)
+                   .as_numpy_iterator())
+    assert np.array_equal(full[steps][0], resumed[0]) and np.array_equal(full[steps][1], resumed[1])
+
+
+KILLED = r"""
+import sys, time
+from gtsrb_kit.devices import split_cpu
+split_cpu(2)  # two logical CPU devices: the MirroredStrategy path without GPUs
+from gtsrb_kit.train import train
+
+def progress(description, done, total):
+    if done == 1:
+        print("EPOCH1", flush=True)
+        time.sleep(600)  # stand-in for a long second epoch: the test kills us here
+
+train(sys.argv[1], model="vgg-bn", augment="fidle", epochs=3, batch_size=64, run_dir=sys.argv[2], seed=1,
+      verbose=0, progress=progress, devices="cpu:0,1", model_options={"width": 8})
+"""
+
+
+def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
+    """Kill a run (on two logical CPU devices) after epoch 1; resume continues at epoch 2."""
+    from gtsrb_kit.train import train
+
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(cooked), str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "EPOCH1":
+            proc.kill()
+            pytest.fail(f"training subprocess did not reach epoch 1: {proc.stderr.read()[-3000:]}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (run_dir / "last.keras").is_file() and not (run_dir / "metrics.json").exists()
+    before = json.loads((run_dir / "state.json").read_text())
+    assert before["epochs_completed"] == 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["runtime"]["replicas"] == 2 and len(config["runtime"]["devices"]) == 2
+    assert not list(run_dir.glob("*.tmp*")), "a half-written file was left behind"
+
+    epochs_run: list[int] = []
+    metrics = train(cooked, model="vgg-bn", augment="fidle", epochs=3, batch_size=64, run_dir=run_dir, seed=1,
+                    verbose=0, resume=True, model_options=TINY, progress=lambda d, done, t: epochs_run.append(done))
+    assert epochs_run == [1, 2, 3]  # starts after epoch 1, runs 2 and 3
+    assert metrics["epochs_completed"] == 3 and metrics["resumed_from_epoch"] == 1
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[0] == before["history"][0]  # epoch 1 kept, not redone
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 3
+
+
+def test_train_api_errors(cooked: Path, tmp_path: Path, first_run: tuple[Path, dict]) -> None:
+    from gtsrb_kit.train import train
+
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        train(cooked, model="nope", run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="unknown learning-rate schedule"):
+        train(cooked, lr_schedule="zigzag", run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="unknown augmentation preset"):
+        train(cooked, augment="wild", run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="already holds a training run; pass --resume"):
+        train(cooked, epochs=2, run_dir=first_run[0])
+    with pytest.raises(ConfigError, match=r"cannot resume with different settings \(batch_size"):
+        train(cooked, model="vgg-bn", augment="strong", epochs=2, batch_size=32, run_dir=first_run[0], resume=True,
+              model_options=TINY)
+    assert not (tmp_path / "x").exists()
+
+
+def test_resume_of_finished_run_returns_its_metrics(first_run: tuple[Path, dict], cooked: Path) -> None:
+    from gtsrb_kit.train import train
+
+    run_dir, metrics = first_run
+    again = train(cooked, model="vgg-bn", augment="strong", epochs=2, batch_size=64, run_dir=run_dir, seed=0,
+                  resume=True, verbose=0, model_options=TINY)
+    assert again == json.loads(json.dumps(metrics))
+
+
+def test_cli_errors(tmp_path: Path, cooked: Path) -> None:
+    from gtsrb_kit.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["train", "--data", str(tmp_path / "nope.h5"), "--run-dir", str(tmp_path / "r")])
+    assert missing.exit_code == 1
+    assert "error:" in missing.output and "nope.h5: no such file; run 'gtsrb-kit cook'" in missing.output
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    bad = runner.invoke(app, ["train", "--data", str(foreign), "--run-dir", str(tmp_path / "r")])
+    assert bad.exit_code == 1 and "not a gtsrb-kit dataset" in bad.output
+    unknown = runner.invoke(app, ["train", "--data", str(cooked), "--model", "resnet-9000",
+                                  "--run-dir", str(tmp_path / "r")])
+    assert unknown.exit_code == 2 and "error: unknown model 'resnet-9000'" in unknown.output
+    assert "Traceback" not in missing.output + bad.output + unknown.output
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(DataError):
+        from gtsrb_kit.train import train
+
+        train(foreign, run_dir=tmp_path / "r")
