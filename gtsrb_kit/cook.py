@@ -73,8 +73,10 @@ def _package_version() -> str:
 
 COOK_ALGORITHM = 1  # bump when cooked pixels change for the same recipe
 GZIP_LEVEL = 1
-# Pixels of these modes compress by about 1.3x with gzip; equalized modes (flat histograms) by
-# 1.0-1.08x, not worth the CPU (compression would be a third of the cook time): stored raw.
+# Every pixel dataset has a gzip filter. Pixels of RGB and L compress by about 1.3x; equalized
+# modes (flat histograms) by 1.0-1.08x, not worth a third of the cook's CPU: their full chunks
+# are stored with the filter skipped (HDF5's per-chunk filter mask; every reader honours it).
+# A partial last chunk is padded with zeros, so it is always compressed.
 COMPRESSED_MODES = frozenset({"RGB", "L"})
 _IN_FLIGHT_PER_WORKER = 2
 _SUB_BATCH = 64
@@ -139,31 +141,30 @@ def _decode(path: str) -> np.ndarray:
     return image[:, :, ::-1]  # BGR -> RGB
 
 
-def _filter_chunks(arrays: dict[_Variant, np.ndarray]) -> dict[str, tuple[int, bytes]]:
-    """Chunks exactly as HDF5 stores them (for ``write_direct_chunk``): compressed or raw.
+def _filter_chunks(arrays: dict[_Variant, np.ndarray], partial: bool) -> dict[str, tuple[int, bytes]]:
+    """Chunks exactly as HDF5 stores them, with their filter masks (for ``write_direct_chunk``).
 
     Compression runs through an in-memory HDF5 file, so the bytes come from the same filter
     pipeline as the final file, here in the worker process; the main process only copies bytes.
     """
     out: dict[str, tuple[int, bytes]] = {}
-    compressed = [v for v in arrays if _compression(v.mode)]
+    compressed = [v for v in arrays if partial or v.mode in COMPRESSED_MODES]
     for v in arrays:
         if v not in compressed:
-            out[v.name] = (0, np.ascontiguousarray(arrays[v]).tobytes())
+            out[v.name] = (_FILTER_SKIPPED, np.ascontiguousarray(arrays[v]).tobytes())
     if compressed:
         name = f"gtsrb-kit-chunk-{os.getpid()}.h5"
         with h5py.File(name, "w", driver="core", backing_store=False) as mem:
             for v in compressed:
                 pixels = arrays[v]
-                ds = mem.create_dataset(v.name, data=pixels, chunks=pixels.shape, **_compression(v.mode))
+                ds = mem.create_dataset(v.name, data=pixels, chunks=pixels.shape, **_PIXEL_FILTER)
                 mask, data = ds.id.read_direct_chunk((0,) * pixels.ndim)
                 out[v.name] = (int(mask), bytes(data))
     return out
 
 
-def _compression(mode: str) -> dict[str, Any]:
-    """h5py filter arguments for a mode's pixels (empty: stored raw)."""
-    return {"compression": "gzip", "compression_opts": GZIP_LEVEL} if mode in COMPRESSED_MODES else {}
+_PIXEL_FILTER: dict[str, Any] = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
+_FILTER_SKIPPED = 1  # filter mask bit 0: the (only) filter, gzip, was not applied to this chunk
 
 
 def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
@@ -204,7 +205,7 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
             part = batch[start:start + _SUB_BATCH]
             for variant in mine:
                 arrays[variant][start:start + len(part)] = apply_mode(part, variant.mode)
-    return _filter_chunks(arrays), problems
+    return _filter_chunks(arrays, partial=task.rows < task.chunk_rows), problems
 
 
 def _hash_files(paths: Sequence[str]) -> list[str | None]:
@@ -324,7 +325,7 @@ def _recipe(variant: _Variant, *, scale: float, seed: int, val_fraction: float, 
         "seed": seed,
         "val_fraction": val_fraction,
         "keep_test_duplicates": keep_dups,
-        "compression": f"gzip-{GZIP_LEVEL}" if _compression(variant.mode) else "none",
+        "compression": f"gzip-{GZIP_LEVEL}" + ("" if variant.mode in COMPRESSED_MODES else "-partial"),
         "source_fingerprint": fingerprint,
     }
 
@@ -417,7 +418,7 @@ def _write_file_header(handle: h5py.File, variant: _Variant, plan: SplitPlan, ca
         if n:
             datasets[split] = handle.create_dataset(
                 f"x_{split}", shape=shape, dtype=np.uint8, chunks=(chunk_rows, *shape[1:]),
-                track_times=False, **_compression(variant.mode),
+                track_times=False, **_PIXEL_FILTER,
             )
         else:  # an empty split (e.g. val_fraction=0): HDF5 chunks cannot be larger than the data
             datasets[split] = handle.create_dataset(f"x_{split}", shape=shape, dtype=np.uint8, track_times=False)

@@ -27,7 +27,7 @@ from gtsrb_kit.store import (
 @pytest.fixture(scope="module")
 def cooked(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("store")
-    results = cook_dataset(synth_root, out, sizes=(16,), modes=("RGB", "L"), workers=1)
+    results = cook_dataset(synth_root, out, sizes=(16,), modes=("RGB", "L", "L-HE"), workers=1)
     return {r.mode: r.path for r in results}
 
 
@@ -57,10 +57,27 @@ def test_read_info_schema(cooked: dict[str, Path], synth_root: Path) -> None:
     assert class_names(cooked["L"]) == list(CLASS_NAMES)
     with h5py.File(cooked["RGB"]) as handle:
         assert handle["x_train"].chunks[0] == min(256, splits["train"]["count"])
-        assert handle["x_train"].compression == "gzip"  # RGB compresses; equalized modes are stored raw
+        assert handle["x_train"].compression == "gzip"
         assert handle["y_train"].dtype == np.int16
         assert len(handle["track_train"]) == splits["train"]["count"]
         assert handle["path_test"][0].decode().startswith("GTSRB/Final_Test/Images/")
+
+
+def test_raw_and_compressed_chunks_read_back(cooked: dict[str, Path], synth_root: Path) -> None:
+    from gtsrb_kit.catalog import load_image
+    from gtsrb_kit.enhance import enhance
+
+    with h5py.File(cooked["L-HE"]) as handle:
+        ds = handle["x_train"]
+        assert ds.shape[0] > 256 and ds.compression == "gzip"
+        assert ds.id.get_chunk_info(0).filter_mask == 1  # full chunk of an equalized mode: stored raw
+        assert ds.id.get_chunk_info(1).filter_mask == 0  # padded last chunk: compressed
+        paths = [p.decode() for p in handle["path_train"][...]]
+    x, _ = load_split(cooked["L-HE"], "train")
+    for i in (0, 255, 256, len(paths) - 1):
+        np.testing.assert_array_equal(x[i], enhance(load_image(synth_root / paths[i]), 16, "L-HE"))
+    with h5py.File(cooked["RGB"]) as handle:
+        assert handle["x_train"].id.get_chunk_info(0).filter_mask == 0
 
 
 def test_load_split_numpy(cooked: dict[str, Path]) -> None:
