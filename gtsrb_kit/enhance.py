@@ -265,14 +265,16 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
         j1.ravel()[near] = k + (flat.ravel()[near] >= centers[r, k])
     # Rows padded to 257 entries: j = -1 (left of the first centre) and j = 255 (right of the
     # last) read constant segments (slope 0, value cdf[0] / cdf[-1]), as np.interp returns.
-    table = np.zeros((n, _NBINS + 1, 3))
-    table[:, 1:_NBINS, 0] = (cdf[:, 1:] - cdf[:, :-1]) / (centers[:, 1:] - centers[:, :-1])
-    table[:, 1:, 1] = centers
-    table[:, 0, 1] = centers[:, 0]
-    table[:, 1:, 2] = cdf
-    table[:, 0, 2] = cdf[:, 0]
-    taps = table.reshape(-1, 3)[(j1 + rows * (_NBINS + 1)).ravel()]
-    out = taps[:, 0] * (flat.ravel() - taps[:, 1]) + taps[:, 2]
+    slopes = np.zeros((n, _NBINS + 1))
+    slopes[:, 1:_NBINS] = (cdf[:, 1:] - cdf[:, :-1]) / (centers[:, 1:] - centers[:, :-1])
+    x0 = np.empty((n, _NBINS + 1))
+    x0[:, 1:] = centers
+    x0[:, 0] = centers[:, 0]
+    y0 = np.empty((n, _NBINS + 1))
+    y0[:, 1:] = cdf
+    y0[:, 0] = cdf[:, 0]
+    at = (j1 + rows * (_NBINS + 1)).ravel()
+    out = np.take(slopes.ravel(), at) * (flat.ravel() - np.take(x0.ravel(), at)) + np.take(y0.ravel(), at)
     return out.reshape(images.shape)
 
 
@@ -285,7 +287,7 @@ def rgb_equalize_value_batch(rgb: np.ndarray) -> np.ndarray:
     Args:
         rgb: ``(N, H, W, 3)`` float64 in [0, 1].
     """
-    v = rgb.max(axis=-1)
+    v = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])  # faster than max(axis=-1)
     v_eq = equalize_hist_batch(v)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(v > 0, v_eq / np.where(v > 0, v, 1.0), 0.0)
