@@ -12,7 +12,7 @@ from gtsrb_kit.models import DEFAULT_MODEL, MODELS, build_model, list_models
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_builds_for_several_shapes(name: str) -> None:
-    for shape in [(24, 24, 1), (32, 32, 3), (48, 48, 3), (40, 40, 1)]:
+    for shape in [(24, 24, 1), (48, 48, 3), (40, 32, 1)]:
         model = build_model(name, shape, num_classes=43)
         assert model.input_shape == (None, *shape)
         assert model.output_shape == (None, 43)

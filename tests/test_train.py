@@ -212,3 +212,21 @@ def test_cli_errors(tmp_path: Path, cooked: Path) -> None:
         from gtsrb_kit.train import train
 
         train(foreign, run_dir=tmp_path / "r")
+
+
+def test_cli_augment_preview(cooked: Path, tmp_path: Path) -> None:
+    from gtsrb_kit.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["augment-preview", "--data", str(cooked), "--out", str(out), "--classes", "0,14,17",
+                                 "--draws", "3", "--preset", "fidle"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = runner.invoke(app, ["augment-preview", "--data", str(cooked), "--out", str(tmp_path / "x.png"),
+                              "--classes", "zero"])
+    assert bad.exit_code == 2 and "error: --classes 'zero'" in bad.output
+    wrong = runner.invoke(app, ["augment-preview", "--data", str(cooked), "--out", str(tmp_path / "x.png"),
+                                "--preset", "mirror"])
+    assert wrong.exit_code == 2 and "unknown augmentation preset 'mirror'" in wrong.output
+    assert not (tmp_path / "x.png").exists()

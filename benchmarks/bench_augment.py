@@ -1,0 +1,142 @@
+"""Augmentation throughput vs Keras' ImageDataGenerator, and the cost of --augment per epoch.
+
+Usage::
+
+    python benchmarks/bench_augment.py [--data set-48x48-RGB.h5] [--images 4096] [--batch-size 64]
+                                       [--shapes 24x24x1,48x48x3] [--epoch-steps 40] [--skip-epoch]
+
+Part 1, for each shape: augmented images per second of, side by side on the same images with the
+same batch size,
+
+* ``ImageDataGenerator`` (``keras.src.legacy.preprocessing.image``) with the course's settings
+  (rotation 10, shifts 0.1, zoom 0.2, shear 0.1, nearest fill), iterated through ``.flow``;
+* this package's pipeline (``tf.data``: gather, augment, float conversion, prefetch) for each
+  path (``batch``, ``tf``, ``albumentations``) with the ``fidle`` preset, and ``strong`` too.
+
+Part 2: time per training step of the default model with ``--augment`` off and on (fidle and
+strong, batch path), with the full training input pipeline; the overhead is the relative
+difference.
+
+Images come from ``--data`` (a cooked file; channels converted as needed) or are synthetic.
+Threads: TensorFlow and OpenCV use every core they see; run under ``taskset -c 0,1`` to measure
+on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def _images(data: str | None, n: int, shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    h, w, c = shape
+    if data:
+        from gtsrb_kit.store import load_split
+
+        x, y = load_split(data, "train", indices=np.arange(n))
+        out = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1) for img in x])
+        if out.shape[-1] == 3 and c == 1:
+            out = (out @ np.array([0.2125, 0.7154, 0.0721]))[..., None].round().astype(np.uint8)
+        elif out.shape[-1] == 1 and c == 3:
+            out = np.repeat(out, 3, axis=-1)
+        return out, y
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = ((xx + yy) * 255 // (h + w)).astype(np.uint8)
+    x = np.repeat(base[None, :, :, None], n, 0).repeat(c, 3)
+    x = np.clip(x.astype(int) + rng.integers(-30, 30, x.shape), 0, 255).astype(np.uint8)
+    return x, rng.integers(0, 43, n)
+
+
+def bench_idg(x: np.ndarray, y: np.ndarray, batch_size: int, min_seconds: float) -> float:
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    gen = ImageDataGenerator(featurewise_center=False, featurewise_std_normalization=False, width_shift_range=0.1,
+                             height_shift_range=0.1, zoom_range=0.2, shear_range=0.1, rotation_range=10.0)
+    flow = gen.flow(x.astype(np.float32), y, batch_size=batch_size, seed=0)
+    next(flow)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds or count < len(x):
+        xb, _ = next(flow)
+        count += len(xb)
+    return count / (time.perf_counter() - start)
+
+
+def bench_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, preset: str, path: str,
+                   min_seconds: float) -> float:
+    from gtsrb_kit.augment import Augmenter
+    from gtsrb_kit.train import train_dataset
+
+    ds = train_dataset(x, y, batch_size=batch_size, seed=0, augmenter=Augmenter(preset, path=path, seed=0),
+                       num_classes=43)
+    it = iter(ds)
+    for _ in range(3):
+        next(it)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds or count < len(x):
+        xb, _ = next(it)
+        count += int(xb.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def bench_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int) -> dict[str, float]:
+    import keras
+
+    from gtsrb_kit.augment import Augmenter
+    from gtsrb_kit.models import DEFAULT_MODEL, build_model
+    from gtsrb_kit.train import train_dataset
+
+    out = {}
+    keras.utils.set_random_seed(0)
+    model = build_model(DEFAULT_MODEL, x.shape[1:])
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    for preset in ("none", "fidle", "strong", "none"):  # "none" twice: the first fit also warms up
+        ds = train_dataset(x, y, batch_size=batch_size, seed=0, augmenter=Augmenter(preset, seed=0), num_classes=43)
+        model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0)
+        start = time.perf_counter()
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+        out[preset] = (time.perf_counter() - start) / steps
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="cooked set-*.h5 file (default: synthetic images)")
+    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--shapes", default="24x24x1,48x48x3")
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per measurement")
+    parser.add_argument("--epoch-steps", type=int, default=40)
+    parser.add_argument("--epoch-shape", default="48x48x3")
+    parser.add_argument("--skip-epoch", action="store_true")
+    args = parser.parse_args()
+    print(f"cores visible: {len(os.sched_getaffinity(0))}; batch size {args.batch_size}; {args.images} images")
+    for spec in args.shapes.split(","):
+        shape = tuple(int(v) for v in spec.split("x"))
+        x, y = _images(args.data, args.images, shape)  # type: ignore[arg-type]
+        idg = bench_idg(x, y, args.batch_size, args.seconds)
+        print(f"\n{spec}: augmented images/s (x ImageDataGenerator)")
+        print(f"  {'ImageDataGenerator (course settings)':40s} {idg:10.0f}   1.0x")
+        for preset, path in (("fidle", "batch"), ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "batch"),
+                             ("strong", "tf"), ("strong", "albumentations"), ("none", "batch")):
+            rate = bench_pipeline(x, y, args.batch_size, preset, path, args.seconds)
+            print(f"  {f'gtsrb-kit {preset} / {path}':40s} {rate:10.0f} {rate / idg:5.1f}x", flush=True)
+    if not args.skip_epoch:
+        shape = tuple(int(v) for v in args.epoch_shape.split("x"))
+        x, y = _images(args.data, args.images, shape)  # type: ignore[arg-type]
+        times = bench_epoch(x, y, args.batch_size, args.epoch_steps)
+        print(f"\nepoch cost, default model, {args.epoch_shape}, batch {args.batch_size} (seconds per step)")
+        for preset in ("none", "fidle", "strong"):
+            extra = (times[preset] / times["none"] - 1) * 100
+            print(f"  augment {preset:7s} {times[preset]:.4f} s/step   {extra:+6.1f} % vs none")
+
+
+if __name__ == "__main__":
+    main()
