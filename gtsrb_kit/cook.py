@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,24 +143,18 @@ def _decode(path: str) -> np.ndarray:
 
 
 def _filter_chunks(arrays: dict[_Variant, np.ndarray], partial: bool) -> dict[str, tuple[int, bytes]]:
-    """Chunks exactly as HDF5 stores them, with their filter masks (for ``write_direct_chunk``).
+    """Chunks as HDF5 stores them, with their filter masks (for ``write_direct_chunk``).
 
-    Compression runs through an in-memory HDF5 file, so the bytes come from the same filter
-    pipeline as the final file, here in the worker process; the main process only copies bytes.
+    HDF5's gzip filter stores a plain zlib stream, so the worker compresses with :mod:`zlib`
+    and the main process only copies bytes.
     """
     out: dict[str, tuple[int, bytes]] = {}
-    compressed = [v for v in arrays if partial or v.mode in COMPRESSED_MODES]
-    for v in arrays:
-        if v not in compressed:
-            out[v.name] = (_FILTER_SKIPPED, np.ascontiguousarray(arrays[v]).tobytes())
-    if compressed:
-        name = f"gtsrb-kit-chunk-{os.getpid()}.h5"
-        with h5py.File(name, "w", driver="core", backing_store=False) as mem:
-            for v in compressed:
-                pixels = arrays[v]
-                ds = mem.create_dataset(v.name, data=pixels, chunks=pixels.shape, **_PIXEL_FILTER)
-                mask, data = ds.id.read_direct_chunk((0,) * pixels.ndim)
-                out[v.name] = (int(mask), bytes(data))
+    for v, pixels in arrays.items():
+        raw = np.ascontiguousarray(pixels).tobytes()
+        if partial or v.mode in COMPRESSED_MODES:
+            out[v.name] = (0, zlib.compress(raw, GZIP_LEVEL))
+        else:
+            out[v.name] = (_FILTER_SKIPPED, raw)
     return out
 
 
