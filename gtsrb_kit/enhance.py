@@ -162,14 +162,14 @@ def resize_scaled(x: np.ndarray, size: int, lo: float, hi: float) -> np.ndarray:
         # between two pixels; it clamps instead of mirroring outside, which only happens at the
         # first/last rows/columns when enlarging: recompute those from the taps.
         out = cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR).reshape((size, size, *x.shape[2:]))
-        rows = _mirrored_taps(h, size)
-        cols = _mirrored_taps(w, size)
-        if len(rows):
-            t = _lerp(x, loy[rows], hiy[rows], wy[rows], axis=0)
-            out[rows] = _lerp(t, lox, hix, wx, axis=1)
+        rows, row_taps = _edge_taps(h, size)
+        cols, col_taps = _edge_taps(w, size)
+        if len(rows):  # row taps (r, h) x image -> x taps (size, w) per row
+            t = (row_taps @ x.reshape(h, -1)).reshape((len(rows), w, *x.shape[2:]))
+            out[rows] = np.matmul(_tap_matrix(w, size), t)
         if len(cols):
-            t = _lerp(x, lox[cols], hix[cols], wx[cols], axis=1)
-            out[:, cols] = _lerp(t, loy, hiy, wy, axis=0)
+            t = np.matmul(col_taps, x)  # (h, c, channels...)
+            out[:, cols] = (_tap_matrix(h, size) @ t.reshape(h, -1)).reshape((size, len(cols), *x.shape[2:]))
     else:
         out = _lerp(_lerp(x, loy, hiy, wy, axis=0), lox, hix, wx, axis=1)
     if lo == hi:  # skimage clips to the input's range; only a flat image can drift from it
@@ -186,10 +186,22 @@ def _lerp(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, axi
 
 
 @functools.lru_cache(maxsize=4096)
-def _mirrored_taps(n_in: int, n_out: int) -> np.ndarray:
-    """Output indices whose sample falls outside the input's first/last pixel centre."""
+def _tap_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The bilinear step of one axis as an (n_out, n_in) matrix (two non-zeros per row)."""
+    _, lo, hi, weight = _axis_plan(n_in, n_out)
+    matrix = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(matrix, (rows, lo), 1.0 - weight)
+    np.add.at(matrix, (rows, hi), weight)
+    return matrix
+
+
+@functools.lru_cache(maxsize=4096)
+def _edge_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output indices whose sample falls outside the first/last input pixel centre, and their taps."""
     coords = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    return np.flatnonzero((coords < 0) | (coords > n_in - 1))
+    index = np.flatnonzero((coords < 0) | (coords > n_in - 1))
+    return index, _tap_matrix(n_in, n_out)[index]
 
 
 _ONE = np.ones(1)
