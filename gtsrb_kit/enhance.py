@@ -360,14 +360,16 @@ def rank_equalize(images: np.ndarray, radius: int = LHE_RADIUS) -> np.ndarray:
     body = mosaic[r:r + h, r:r + width].reshape(h, n, pitch)
     body[:, :, :w] = images.transpose(1, 0, 2)
     center = mosaic[r:r + h, r:r + width]
-    brighter = np.zeros((h, width), np.float32)
-    for dy, dx in _disk_offsets(r):
-        if dy == 0 and dx == 0:
-            continue
-        mask = cv2.compare(mosaic[r + dy:r + dy + h, r + dx:r + dx + width], center, cv2.CMP_GT)
-        cv2.accumulate(mask, brighter)
-    # masks are 255 per hit; counts stay far below float32's exact-integer range
-    count_gt = (brighter * (1.0 / 255.0) + 0.5).astype(np.int64)
+    offsets = [o for o in _disk_offsets(r) if o != (0, 0)]  # the centre is never brighter
+    count_gt = np.zeros((h, width), np.int64)
+    for start in range(0, len(offsets), 255):
+        # cv2.compare marks hits with 255, i.e. -1 modulo 256: subtracting counts them in uint8,
+        # exact for groups of at most 255 offsets
+        acc = np.zeros((h, width), np.uint8)
+        for dy, dx in offsets[start:start + 255]:
+            mask = cv2.compare(mosaic[r + dy:r + dy + h, r + dx:r + dx + width], center, cv2.CMP_GT)
+            np.subtract(acc, mask, out=acc)
+        count_gt += acc
     count_gt = count_gt.reshape(h, n, pitch)[:, :, :w].transpose(1, 0, 2)
     pop = _disk_population(h, w, r)
     return ((255 * (pop - count_gt)) // pop).astype(np.uint8)
