@@ -74,10 +74,11 @@ def _package_version() -> str:
 
 COOK_ALGORITHM = 1  # bump when cooked pixels change for the same recipe
 GZIP_LEVEL = 1
-# Every pixel dataset has a gzip filter. Pixels of RGB and L compress by about 1.3x; equalized
-# modes (flat histograms) by 1.0-1.08x, not worth a third of the cook's CPU: their full chunks
-# are stored with the filter skipped (HDF5's per-chunk filter mask; every reader honours it).
-# A partial last chunk is padded with zeros, so it is always compressed.
+# Every pixel dataset has a gzip filter. Pixels of RGB and L compress by about 1.15x with Huffman
+# coding alone (1.3x with LZ77 at twice the CPU); equalized modes (flat histograms) by 1.0-1.08x,
+# not worth the CPU: their full chunks are stored with the filter skipped (HDF5's per-chunk
+# filter mask; every reader honours it). A partial last chunk is padded with zeros, so it is
+# always compressed.
 COMPRESSED_MODES = frozenset({"RGB", "L"})
 _IN_FLIGHT_PER_WORKER = 2
 _SUB_BATCH = 64
@@ -152,10 +153,20 @@ def _filter_chunks(arrays: dict[_Variant, np.ndarray], partial: bool) -> dict[st
     for v, pixels in arrays.items():
         raw = np.ascontiguousarray(pixels).tobytes()
         if partial or v.mode in COMPRESSED_MODES:
-            out[v.name] = (0, zlib.compress(raw, GZIP_LEVEL))
+            out[v.name] = (0, _deflate(raw))
         else:
             out[v.name] = (_FILTER_SKIPPED, raw)
     return out
+
+
+def _deflate(raw: bytes) -> bytes:
+    """A zlib stream (what HDF5's gzip filter inflates) using Huffman coding only.
+
+    Half the CPU of level 1 for about 1.15x instead of 1.3x on these images, and the same ratio
+    on zero padding.
+    """
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 15, 8, zlib.Z_HUFFMAN_ONLY)
+    return compressor.compress(raw) + compressor.flush()
 
 
 _PIXEL_FILTER: dict[str, Any] = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
@@ -320,7 +331,7 @@ def _recipe(variant: _Variant, *, scale: float, seed: int, val_fraction: float, 
         "seed": seed,
         "val_fraction": val_fraction,
         "keep_test_duplicates": keep_dups,
-        "compression": f"gzip-{GZIP_LEVEL}" + ("" if variant.mode in COMPRESSED_MODES else "-partial"),
+        "compression": "gzip-huffman" + ("" if variant.mode in COMPRESSED_MODES else "-last-chunk"),
         "source_fingerprint": fingerprint,
     }
 
