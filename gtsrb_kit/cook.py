@@ -410,15 +410,28 @@ def _small_dataset(handle: h5py.File, name: str, data: np.ndarray) -> None:
         handle.create_dataset(name, data=data, track_times=False)
 
 
-def _write_file_header(handle: h5py.File, variant: _Variant, plan: SplitPlan, catalog: pd.DataFrame) -> dict[str, h5py.Dataset]:
-    """Create the datasets of one file and write everything except the pixels."""
-    datasets: dict[str, h5py.Dataset] = {}
+def _split_columns(plan: SplitPlan, catalog: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Labels, tracks and encoded paths of every split (computed once, written to every file)."""
     cid = catalog["class_id"].to_numpy()
     track = catalog["track_id"].to_numpy()
     rel = catalog["rel_path"].to_numpy()
+    columns: dict[str, dict[str, np.ndarray]] = {}
     for split in SPLITS:
         rows = plan.rows(split)
-        n = len(rows)
+        encoded = [str(p).encode("utf-8") for p in rel[rows]]
+        width = max([len(e) for e in encoded] + [1])
+        columns[split] = {"y": cid[rows].astype(np.int16),
+                          "path": np.array(encoded, dtype=f"S{min(width, _STR_LIMIT)}")}
+        if split in ("train", "val"):
+            columns[split]["track"] = track[rows].astype(np.int64)
+    return columns
+
+
+def _write_file_header(handle: h5py.File, variant: _Variant, columns: dict[str, dict[str, np.ndarray]]) -> dict[str, h5py.Dataset]:
+    """Create the datasets of one file and write everything except the pixels."""
+    datasets: dict[str, h5py.Dataset] = {}
+    for split in SPLITS:
+        n = len(columns[split]["y"])
         chunk_rows = max(1, min(CHUNK_IMAGES, n))
         shape = (n, variant.size, variant.size, variant.channels)
         if n:
@@ -428,12 +441,10 @@ def _write_file_header(handle: h5py.File, variant: _Variant, plan: SplitPlan, ca
             )
         else:  # an empty split (e.g. val_fraction=0): HDF5 chunks cannot be larger than the data
             datasets[split] = handle.create_dataset(f"x_{split}", shape=shape, dtype=np.uint8, track_times=False)
-        _small_dataset(handle, f"y_{split}", cid[rows].astype(np.int16))
-        if split in ("train", "val"):
-            _small_dataset(handle, f"track_{split}", track[rows].astype(np.int64))
-        encoded = [str(p).encode("utf-8") for p in rel[rows]]
-        width = max([len(e) for e in encoded] + [1])
-        _small_dataset(handle, f"path_{split}", np.array(encoded, dtype=f"S{min(width, _STR_LIMIT)}"))
+        _small_dataset(handle, f"y_{split}", columns[split]["y"])
+        if "track" in columns[split]:
+            _small_dataset(handle, f"track_{split}", columns[split]["track"])
+        _small_dataset(handle, f"path_{split}", columns[split]["path"])
     return datasets
 
 
@@ -505,6 +516,7 @@ def _cook_files(
     """Write every pending variant in one pass over the images (atomic per file)."""
     total = sum(len(plan.rows(split)) for split in SPLITS)
     layout = str(catalog.attrs.get("layout", ""))
+    columns = _split_columns(plan, catalog)
     with contextlib.ExitStack() as stack:
         handles: dict[str, h5py.File] = {}
         datasets: dict[str, dict[str, h5py.Dataset]] = {}
@@ -513,7 +525,7 @@ def _cook_files(
             _public_mode(tmp)
             handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
             handles[v.name] = handle
-            datasets[v.name] = _write_file_header(handle, v, plan, catalog)
+            datasets[v.name] = _write_file_header(handle, v, columns)
             _write_attrs(handle, v, recipes[v.name], scale=scale, seed=seed, val_fraction=val_fraction,
                          dropped=len(plan.dropped_tracks), skipped=skipped_images, layout=layout)
         done = 0
