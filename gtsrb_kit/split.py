@@ -130,18 +130,19 @@ def reference_rows(catalog: pd.DataFrame, train_rows: np.ndarray) -> np.ndarray:
     """
     chosen: dict[int, int] = {}
     split = catalog["split"].to_numpy()
+    class_ids = catalog["class_id"].to_numpy()
+    rel = catalog["rel_path"].to_numpy()
     meta_idx = np.flatnonzero(split == "meta")
     if len(meta_idx):
-        meta = catalog.iloc[meta_idx]
-        order = np.lexsort((meta["rel_path"].to_numpy(), meta["class_id"].to_numpy()))
+        order = np.lexsort((rel[meta_idx], class_ids[meta_idx]))
         for i in meta_idx[order]:
-            chosen.setdefault(int(catalog["class_id"].iat[i]), int(i))
+            chosen.setdefault(int(class_ids[i]), int(i))
+    train_rows = np.asarray(train_rows, dtype=np.int64)
     if len(train_rows):
-        tr = catalog.iloc[train_rows]
-        area = (tr["width"].to_numpy() * tr["height"].to_numpy())
-        order = np.lexsort((tr["rel_path"].to_numpy(), -area, tr["class_id"].to_numpy()))
-        for i in np.asarray(train_rows)[order]:
-            chosen.setdefault(int(catalog["class_id"].iat[i]), int(i))
+        area = catalog["width"].to_numpy()[train_rows] * catalog["height"].to_numpy()[train_rows]
+        order = np.lexsort((rel[train_rows], -area, class_ids[train_rows]))
+        for i in train_rows[order]:
+            chosen.setdefault(int(class_ids[i]), int(i))
     return np.array([chosen[c] for c in sorted(chosen)], dtype=np.int64)
 
 
