@@ -36,6 +36,12 @@ SHARED = Path(os.environ.get("GTSRB_KIT_SHARED", REPO.parent / "shared" / "gtsrb
 DEFAULT_VARIANTS = [(s, m) for s in (24, 48) for m in ("RGB", "RGB-HE", "L", "L-LHE")]
 
 
+def _cpu_seconds() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _peak_mib() -> tuple[float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -54,6 +60,7 @@ def child_course(list_file: str, variants: list[list]) -> dict:
     course_enhance(np.zeros((30, 30, 3), np.uint8), 24, "L-LHE")  # import skimage submodules untimed
     per_variant = {}
     total_bytes = 0
+    cpu0 = _cpu_seconds()
     start = time.perf_counter()
     for size, mode in variants:
         t0 = time.perf_counter()
@@ -68,8 +75,9 @@ def child_course(list_file: str, variants: list[list]) -> dict:
         total_bytes += x.nbytes + y.nbytes
         del xs, x
     wall = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu0
     me, kids = _peak_mib()
-    return {"seconds": wall, "images": len(items), "bytes": int(total_bytes), "peak_mib": me,
+    return {"seconds": wall, "cpu_seconds": cpu, "images": len(items), "bytes": int(total_bytes), "peak_mib": me,
             "worker_peak_mib": kids, "per_variant": per_variant}
 
 
@@ -82,13 +90,15 @@ def child_cook(root: str, variants: list[list], scale: float, workers: int | Non
     catalog_s = time.perf_counter() - t0
     sizes = sorted({int(s) for s, _ in variants})
     modes = list(dict.fromkeys(m for _, m in variants))
+    cpu0 = _cpu_seconds()
     start = time.perf_counter()
     results = cook_dataset(root, out, sizes=sizes, modes=modes, scale=scale, workers=workers, force=True)
     wall = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu0
     me, kids = _peak_mib()
     wanted = {f"{s}-{m}" for s, m in variants}
     kept = [r for r in results if f"{r.size}-{r.mode}" in wanted]
-    return {"seconds": wall, "catalog_seconds": catalog_s, "images": sum(kept[0].counts.values()),
+    return {"seconds": wall, "cpu_seconds": cpu, "catalog_seconds": catalog_s, "images": sum(kept[0].counts.values()),
             "bytes": int(sum(r.bytes for r in kept)), "peak_mib": me, "worker_peak_mib": kids,
             "files": {f"{r.size}-{r.mode}": r.bytes for r in kept}}
 
@@ -168,7 +178,7 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f} at end\n")
 
         def line(name: str, r: dict) -> str:
-            return (f"{name:<8} {r['seconds']:8.2f} s  {r['images'] / r['seconds']:9,.0f} img/s  "
+            return (f"{name:<8} {r['seconds']:8.2f} s  (CPU {r['cpu_seconds']:6.1f} s)  {r['images'] / r['seconds']:7,.0f} img/s  "
                     f"peak RSS {r['peak_mib']:7,.0f} MiB (largest worker {r['worker_peak_mib']:,.0f} MiB)  "
                     f"output {_fmt_mib(r['bytes'])}")
 
@@ -177,7 +187,8 @@ def main() -> None:
             print(line("course", course))
         print(line("cook", cook) + f"  [catalog read alone: {cook['catalog_seconds']:.2f} s]")
         if course:
-            print(f"ratio    {course['seconds'] / cook['seconds']:8.1f}x faster, output {course['bytes'] / cook['bytes']:.1f}x smaller")
+            print(f"ratio    {course['seconds'] / cook['seconds']:8.1f}x faster (CPU time: {course['cpu_seconds'] / cook['cpu_seconds']:.1f}x less), "
+                  f"output {course['bytes'] / cook['bytes']:.1f}x smaller")
             if cook_no_lhe:
                 keys = [f"{s}-{m}" for s, m in no_lhe]
                 c_s = sum(course["per_variant"][k]["seconds"] for k in keys)
