@@ -493,7 +493,7 @@ def preview_grid(
                 name = class_names[cls] if class_names is not None and cls < len(class_names) else ""
                 ax.set_ylabel(f"{cls}", fontsize=7, rotation=0, labelpad=10)
                 if name:
-                    ax.set_title(name[:18], fontsize=5)
+                    ax.set_title(name[:28], fontsize=4.5)
             elif r == 0:
                 ax.set_title(f"draw {c}", fontsize=6)
     fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); first column: original", fontsize=8)

@@ -303,6 +303,17 @@ def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: di
     return RunState()
 
 
+def _check_model_options(model: str, options: dict[str, Any]) -> None:
+    import inspect
+
+    params = inspect.signature(MODELS[model].builder).parameters
+    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"model {model!r} has no option {', '.join(unknown)} "
+                          f"(its options: {', '.join(known) or 'none'})")
+
+
 def _has_tensorboard() -> bool:
     """TensorBoard logging needs the ``tensorboard`` package (not pulled in by tensorflow-cpu)."""
     import importlib.util
@@ -403,6 +414,7 @@ def train(
         raise ConfigError(f"unknown learning-rate schedule {lr_schedule!r}; use one of {', '.join(SCHEDULES)}")
     if early_stopping is not None and int(early_stopping) < 1:
         raise ConfigError(f"early stopping patience must be at least 1 epoch, got {early_stopping}")
+    _check_model_options(model, model_options or {})
     augmenter = make_augmenter(augment, seed=seed, path=augment_path)
     lr = float(learning_rate) if learning_rate is not None else default_learning_rate(model)
     if not lr > 0:

@@ -174,6 +174,8 @@ def test_train_api_errors(cooked: Path, tmp_path: Path, first_run: tuple[Path, d
         train(cooked, lr_schedule="zigzag", run_dir=tmp_path / "x")
     with pytest.raises(ConfigError, match="unknown augmentation preset"):
         train(cooked, augment="wild", run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"model 'v1' has no option depth \(its options: none\)"):
+        train(cooked, model="v1", model_options={"depth": 3}, run_dir=tmp_path / "x")
     with pytest.raises(ConfigError, match="already holds a training run; pass --resume"):
         train(cooked, epochs=2, run_dir=first_run[0])
     with pytest.raises(ConfigError, match=r"cannot resume with different settings \(batch_size"):
@@ -230,3 +232,15 @@ def test_cli_augment_preview(cooked: Path, tmp_path: Path) -> None:
                                 "--preset", "mirror"])
     assert wrong.exit_code == 2 and "unknown augmentation preset 'mirror'" in wrong.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_evaluate_defaults_to_the_runs_data(first_run: tuple[Path, dict], tmp_path: Path) -> None:
+    from gtsrb_kit.cli import app
+
+    run_dir, metrics = first_run
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(run_dir / "best.keras"), "--out", str(tmp_path),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    parsed = json.loads(result.stdout)
+    assert parsed["data"] == metrics["data"]
+    assert parsed["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)  # same checkpoint, same test set

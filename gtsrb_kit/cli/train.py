@@ -102,11 +102,22 @@ def train_command(
                   highlight=False, soft_wrap=True)
 
 
+def _run_data(model: Path) -> Path | None:
+    """The data file recorded in the run folder of ``model`` (config.json), if it still exists."""
+    try:
+        recorded = json.loads((model.parent / "config.json").read_text())["args"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(recorded) if Path(recorded).is_file() else None
+
+
 @app.command("evaluate")
 def evaluate_command(
     model: Annotated[Path, typer.Option("--model", help="A .keras file (e.g. runs/x/best.keras).",
                                         show_default=False)],
-    data: DataOption = None,
+    data: Annotated[Path | None, typer.Option("--data", help="A cooked set-*.h5 file. Default: the run's own data "
+                                              "file (config.json beside the model), else <data dir>/set-48x48-RGB.h5.",
+                                              show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: <model folder>/eval-<data "
                                              "stem>-<split>.", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="test, val, train or meta.")] = "test",
@@ -117,8 +128,9 @@ def evaluate_command(
     from gtsrb_kit.evaluate import evaluate
     from gtsrb_kit.train import default_data_file
 
-    result = evaluate(model, data if data is not None else default_data_file(), out_dir=out, split=split,
-                      worst=worst)
+    if data is None:
+        data = _run_data(model) or default_data_file()
+    result = evaluate(model, data, out_dir=out, split=split, worst=worst)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
