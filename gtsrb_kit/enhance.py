@@ -15,8 +15,9 @@ when shrinking, then bilinear interpolation), then one of these modes:
 This module computes the same results without scikit-image's per-call overhead, on batches of
 same-sized images, and returns ``uint8`` (``round(255 * value)``):
 
-* :func:`resize_image` runs the anti-aliasing Gaussian as one separable OpenCV filter and the
-  bilinear step as two gathers with cached taps; it matches ``skimage.transform.resize`` to
+* :func:`resize_image` / :func:`resize_many` fold the anti-aliasing Gaussian (mirror border) and
+  the bilinear taps of each axis into one cached matrix and resize with two small float64 matrix
+  products (columns of every output size in one); they match ``skimage.transform.resize`` to
   float64 rounding;
 * histogram equalization replicates ``np.histogram`` / ``np.interp`` bin for bin, vectorised over
   the batch; ``RGB-HE`` scales RGB by ``V' / V`` (what HSV round-tripping does, without it);
@@ -33,7 +34,10 @@ level for every mode (rounding of values that sit on a half level), bit-exact fo
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,77 +118,6 @@ def _axis_plan(n_in: int, n_out: int) -> tuple[np.ndarray | None, np.ndarray, np
     return kernel, lo, lo + 1, c - lo
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize a ``uint8`` RGB image to ``(size, size, 3)`` float64 in [0, 1] like skimage's ``resize``.
-
-    The anti-aliasing Gaussian runs as one separable OpenCV filter (``BORDER_REFLECT_101`` is
-    scipy's ``mirror``); the bilinear step is two gathers with cached taps.
-
-    Args:
-        image: ``(H, W, 3)`` (or ``(H, W)``) ``uint8`` image.
-        size: Output side.
-
-    Returns:
-        ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
-        ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15;
-        the result is not clipped to the input's range except for flat images, where rounding
-        would otherwise break the flatness).
-    """
-    return resize_scaled(to_unit_float(image), size, float(image.min()) / 255.0, float(image.max()) / 255.0)
-
-
-_UNIT = np.arange(256, dtype=np.float64) * (1.0 / 255.0)
-
-
-def to_unit_float(image: np.ndarray) -> np.ndarray:
-    """``uint8`` -> float64 in [0, 1] (``img_as_float``), by table lookup."""
-    return _UNIT[image]
-
-
-def resize_scaled(x: np.ndarray, size: int, lo: float, hi: float) -> np.ndarray:
-    """:func:`resize_image` of an image already converted to float64 in [0, 1] (``x = img / 255``).
-
-    ``lo``/``hi`` are the input's minimum and maximum (skimage clips the result to them).
-    Lets a caller convert an image once and resize it to several sizes.
-    """
-    import cv2
-
-    h, w = x.shape[:2]
-    ky, loy, hiy, wy = _axis_plan(h, size)
-    kx, lox, hix, wx = _axis_plan(w, size)
-    if ky is not None or kx is not None:
-        x = cv2.sepFilter2D(
-            x, cv2.CV_64F, kx if kx is not None else _ONE, ky if ky is not None else _ONE,
-            borderType=cv2.BORDER_REFLECT_101,
-        ).reshape(x.shape)
-    if h > 1 and w > 1 and x.ndim in (2, 3) and (x.ndim == 2 or x.shape[2] <= 4):
-        # OpenCV's bilinear resize (double weights) equals ndi.zoom's wherever the sample lies
-        # between two pixels; it clamps instead of mirroring outside, which only happens at the
-        # first/last rows/columns when enlarging: recompute those from the taps.
-        out = cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR).reshape((size, size, *x.shape[2:]))
-        rows, row_taps = _edge_taps(h, size)
-        cols, col_taps = _edge_taps(w, size)
-        if len(rows):  # row taps (r, h) x image -> x taps (size, w) per row
-            t = (row_taps @ x.reshape(h, -1)).reshape((len(rows), w, *x.shape[2:]))
-            out[rows] = np.matmul(_tap_matrix(w, size), t)
-        if len(cols):
-            t = np.matmul(col_taps, x)  # (h, c, channels...)
-            out[:, cols] = (_tap_matrix(h, size) @ t.reshape(h, -1)).reshape((size, len(cols), *x.shape[2:]))
-    else:
-        out = _lerp(_lerp(x, loy, hiy, wy, axis=0), lox, hix, wx, axis=1)
-    if lo == hi:  # skimage clips to the input's range; only a flat image can drift from it
-        out.fill(lo)
-    return out
-
-
-def _lerp(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
-    """Bilinear taps along one axis: ``(1 - weight) * x[lo] + weight * x[hi]``."""
-    shape = [1] * x.ndim
-    shape[axis] = len(weight)
-    weight = weight.reshape(shape)
-    return np.take(x, lo, axis=axis) * (1.0 - weight) + np.take(x, hi, axis=axis) * weight
-
-
 @functools.lru_cache(maxsize=4096)
 def _tap_matrix(n_in: int, n_out: int) -> np.ndarray:
     """The bilinear step of one axis as an (n_out, n_in) matrix (two non-zeros per row)."""
@@ -197,14 +130,139 @@ def _tap_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4096)
-def _edge_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Output indices whose sample falls outside the first/last input pixel centre, and their taps."""
-    coords = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    index = np.flatnonzero((coords < 0) | (coords > n_in - 1))
-    return index, _tap_matrix(n_in, n_out)[index]
+def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """skimage's resize of one axis as an ``(n_out, n_in)`` matrix: bilinear taps after the Gaussian.
+
+    Both steps are linear, so ``resize(x) = My @ x @ Mx.T`` (``My = resize_matrix(h, s)``,
+    ``Mx = resize_matrix(w, s)``); the Gaussian's 'mirror' border is folded into the columns.
+    """
+    kernel = _axis_plan(n_in, n_out)[0]
+    taps = _tap_matrix(n_in, n_out)
+    if kernel is None:
+        return taps
+    radius = len(kernel) // 2
+    rows = np.broadcast_to(np.arange(n_in)[:, None], (n_in, len(kernel)))
+    cols = _mirror(rows + np.arange(-radius, radius + 1)[None, :], n_in)
+    blur = np.zeros((n_in, n_in))
+    np.add.at(blur, (rows, cols), np.broadcast_to(kernel, rows.shape))
+    return taps @ blur
 
 
-_ONE = np.ones(1)
+@functools.lru_cache(maxsize=4096)
+def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
+    """``(n_in, sum(sizes))``: the column matrices of several sizes, transposed and side by side,
+    scaled by 1/255 (the input is ``uint8``), so one product resizes the columns to every size."""
+    return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
+
+
+def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """:func:`resize_image` of one image to several sizes, sharing the work along the columns.
+
+    The image is taken channel by channel (planes stacked): one product resizes the columns of
+    every plane to every size, then one batched product per size resizes the rows; float64
+    throughout. Run it with single-threaded BLAS (see :func:`single_thread_blas`): for matrices
+    this small, BLAS threads cost more than they save.
+
+    Args:
+        image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
+        sizes: Output sides.
+
+    Returns:
+        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1].
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    sizes = tuple(int(s) for s in sizes)
+    depth = image.shape[2] if image.ndim == 3 else 1
+    planes = image.transpose(2, 0, 1) if image.ndim == 3 else image[None]
+    cols = (planes.astype(np.float64).reshape(depth * h, w) @ _stacked_cols(w, sizes)).reshape(depth, h, -1)
+    lo = float(image.min()) if image.size else 0.0
+    flat = bool(image.size) and lo == float(image.max())
+    outs = []
+    start = 0
+    for s in sizes:
+        resized = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s])  # (depth, s, s)
+        start += s
+        if image.ndim == 2:
+            out = resized[0]
+        elif 1 < depth <= 4:
+            out = cv2.merge(list(resized)).reshape(s, s, depth)
+        else:
+            out = np.ascontiguousarray(resized.transpose(1, 2, 0))
+        if flat:  # skimage clips to the input's range; only a flat image can drift from it
+            out.fill(lo / 255.0)
+        outs.append(out)
+    return outs
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a ``uint8`` image to ``(size, size, C)`` float64 in [0, 1] like skimage's ``resize``.
+
+    ``skimage.transform.resize(image, (size, size))`` is a Gaussian (when shrinking, 'mirror'
+    border) followed by bilinear interpolation, both linear along each axis: this computes it as
+    two matrix products (:func:`resize_matrix`).
+
+    Args:
+        image: ``(H, W, 3)`` (or ``(H, W)``) ``uint8`` image.
+        size: Output side.
+
+    Returns:
+        ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
+        ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15;
+        the result is not clipped to the input's range except for flat images, where rounding
+        would otherwise break the flatness).
+    """
+    with single_thread_blas():
+        return resize_many(image, (size,))[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_threads() -> tuple[Any, Any] | None:
+    """(get, set) of the thread count of numpy's bundled OpenBLAS, or None where not found."""
+    import ctypes
+    import glob
+    import os
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype = ctypes.c_int
+                put.argtypes = [ctypes.c_int]
+                return get, put
+    return None
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run the block with numpy's OpenBLAS on one thread (restored after); a no-op elsewhere."""
+    funcs = _openblas_threads()
+    if funcs is None:
+        yield
+        return
+    get, put = funcs
+    before = get()
+    if before != 1:
+        put(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            put(before)
+
+
+def set_single_thread_blas() -> None:
+    """Make numpy's OpenBLAS single-threaded in this process for good (worker processes)."""
+    funcs = _openblas_threads()
+    if funcs is not None:
+        funcs[1](1)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -526,6 +584,44 @@ def apply_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
     else:
         out = to_uint8(clahe_batch(gray))
     return out[..., None]
+
+
+def apply_modes(rgb: np.ndarray, modes: Sequence[str]) -> dict[str, np.ndarray]:
+    """:func:`apply_mode` for several modes of the same batch, computing shared steps once.
+
+    The grey image (``L``, ``L-HE``, ``L-LHE``, ``L-CLAHE``) and its ``uint8`` form (``L`` is the
+    input of ``L-LHE``) are computed once for all modes.
+
+    Args:
+        rgb: ``(N, S, S, 3)`` float64 in [0, 1].
+        modes: Modes of :data:`MODES`.
+
+    Returns:
+        ``{mode: (N, S, S, C) uint8}``.
+    """
+    out: dict[str, np.ndarray] = {}
+    gray = gray_u8 = None
+    for mode in modes:
+        check_mode(mode)
+        if mode == "RGB":
+            out[mode] = to_uint8(rgb)
+        elif mode == "RGB-HE":
+            out[mode] = to_uint8(rgb_equalize_value_batch(rgb))
+        else:
+            if gray is None:
+                gray = to_gray(rgb)
+            if mode in ("L", "L-LHE") and gray_u8 is None:
+                gray_u8 = to_uint8(gray)
+            if mode == "L":
+                result = gray_u8
+            elif mode == "L-HE":
+                result = to_uint8(equalize_hist_batch(gray))
+            elif mode == "L-LHE":
+                result = rank_equalize(gray_u8)
+            else:
+                result = to_uint8(clahe_batch(gray))
+            out[mode] = result[..., None]
+    return out
 
 
 def enhance(image: np.ndarray, size: int, mode: str, roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
