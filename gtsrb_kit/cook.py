@@ -46,6 +46,7 @@ from gtsrb_kit.enhance import (
     check_mode,
     check_size,
     mode_channels,
+    rank_equalize,
     resize_many,
     set_single_thread_blas,
     single_thread_blas,
@@ -84,7 +85,7 @@ GZIP_LEVEL = 1
 # deflated.
 COMPRESSED_MODES = frozenset({"L"})
 _IN_FLIGHT_PER_WORKER = 2
-_SUB_BATCH = 64
+_GROUP = 16  # images resized and enhanced together (float64 temporaries fit in the cache)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _decode(path: str) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3:
         return decode_image_bytes(data, path)  # Pillow reads what OpenCV does not, or says why not
-    return image[:, :, ::-1]  # BGR -> RGB
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # contiguous: reductions on a reversed view are slow
 
 
 def _filter_chunks(arrays: dict[_Variant, np.ndarray], partial: bool) -> dict[str, tuple[int, bytes]]:
@@ -184,38 +185,56 @@ def _cook_chunk(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
 
 def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[dict]]:
     problems: list[dict] = []
-    groups = sorted({(v.size, v.roi) for v in task.variants})
-    sizes_of = {roi: tuple(s for s, r in groups if r == roi) for roi in sorted({r for _, r in groups})}
-    batches = {key: np.empty((task.rows, key[0], key[0], 3)) for key in groups}
-    for i, (path, roi, expect) in enumerate(zip(task.paths, task.rois, task.sizes)):
-        try:
-            image = _decode(path)
-        except (DataError, OSError) as exc:
-            problems.append({"path": path, "problem": str(exc).split("\n")[0]})
+    keys = sorted({(v.size, v.roi) for v in task.variants})
+    sizes_of = {roi: tuple(s for s, r in keys if r == roi) for roi in sorted({r for _, r in keys})}
+    mine = {key: [v for v in task.variants if (v.size, v.roi) == key] for key in keys}
+    arrays = {v: np.zeros((task.chunk_rows, v.size, v.size, v.channels), np.uint8)  # padded: HDF5
+              for v in task.variants}                                               # stores edge chunks whole
+    local = {key: any(v.mode == "L-LHE" for v in mine[key]) for key in keys}
+    gray = {key: np.zeros((task.rows, key[0], key[0]), np.uint8) for key in keys if local[key]}
+    # Images go through in small groups: their float64 temporaries stay in the CPU cache.
+    buffers = {key: np.empty((_GROUP, key[0], key[0], 3)) for key in keys}
+    for first in range(0, task.rows, _GROUP):
+        count = min(_GROUP, task.rows - first)
+        for j in range(count):
+            i = first + j
+            path, roi, expect = task.paths[i], task.rois[i], task.sizes[i]
+            try:
+                image = _decode(path)
+            except (DataError, OSError) as exc:
+                problems.append({"path": path, "problem": str(exc).split("\n")[0]})
+                continue
+            if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
+                problems.append({
+                    "path": path,
+                    "problem": f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}",
+                })
+                continue
+            if problems:
+                continue  # the chunk is dropped anyway: just find every unreadable image
+            for use_roi, sizes in sizes_of.items():
+                src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if use_roi and roi is not None else image
+                for size, resized in zip(sizes, resize_many(src, sizes)):
+                    buffers[(size, use_roi)][j] = resized
+        if problems:
             continue
-        if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
-            problems.append({
-                "path": path,
-                "problem": f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}",
-            })
-            continue
-        for use_roi, sizes in sizes_of.items():
-            src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if use_roi and roi is not None else image
-            for size, resized in zip(sizes, resize_many(src, sizes)):
-                batches[(size, use_roi)][i] = resized
+        for key in keys:
+            wanted = [v.mode for v in mine[key] if v.mode != "L-LHE"]
+            if local[key] and "L" not in wanted:
+                wanted.append("L")  # the grey uint8 image is the input of L-LHE
+            pixels = apply_modes(buffers[key][:count], wanted)
+            for variant in mine[key]:
+                if variant.mode != "L-LHE":
+                    arrays[variant][first:first + count] = pixels[variant.mode]
+            if local[key]:
+                gray[key][first:first + count] = pixels["L"][..., 0]
     if problems:
         return {}, problems
-    arrays: dict[_Variant, np.ndarray] = {}
-    for (size, use_roi), batch in batches.items():
-        mine = [v for v in task.variants if (v.size, v.roi) == (size, use_roi)]
-        for variant in mine:  # padded to the full chunk: HDF5 stores edge chunks whole
-            arrays[variant] = np.zeros((task.chunk_rows, size, size, variant.channels), np.uint8)
-        # small sub-batches keep the float temporaries of the vectorised modes in cache
-        for start in range(0, len(batch), _SUB_BATCH):
-            part = batch[start:start + _SUB_BATCH]
-            pixels = apply_modes(part, [v.mode for v in mine])
-            for variant in mine:
-                arrays[variant][start:start + len(part)] = pixels[variant.mode]
+    for key, grey in gray.items():
+        equalized = rank_equalize(grey)
+        for variant in mine[key]:
+            if variant.mode == "L-LHE":
+                arrays[variant][:task.rows, ..., 0] = equalized
     return _filter_chunks(arrays, partial=task.rows < task.chunk_rows), problems
 
 

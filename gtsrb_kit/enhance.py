@@ -175,8 +175,8 @@ def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     h, w = image.shape[:2]
     sizes = tuple(int(s) for s in sizes)
     depth = image.shape[2] if image.ndim == 3 else 1
-    planes = image.transpose(2, 0, 1) if image.ndim == 3 else image[None]
-    cols = (planes.astype(np.float64).reshape(depth * h, w) @ _stacked_cols(w, sizes)).reshape(depth, h, -1)
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1) if image.ndim == 3 else image[None], dtype=np.float64)
+    cols = (planes.reshape(depth * h, w) @ _stacked_cols(w, sizes)).reshape(depth, h, -1)
     lo = float(image.min()) if image.size else 0.0
     flat = bool(image.size) and lo == float(image.max())
     outs = []
