@@ -308,27 +308,32 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     lo = np.where(same, lo - 0.5, lo)
     hi = np.where(same, hi + 0.5, hi)
     edges = np.linspace(lo, hi, _NBINS + 1, endpoint=True, axis=-1)  # (n, 257), as np.histogram
-    pos = (flat - lo[:, None]) / (hi - lo)[:, None] * _NBINS
+    # Fractional bin positions only locate a value's bin and its side of the bin centre: values
+    # within _EDGE_BAND of an edge or a centre are then decided exactly, so rounding here is harmless.
+    pos = flat - lo[:, None]
+    pos *= (_NBINS / (hi - lo))[:, None]
     idx = pos.astype(np.intp)
+    np.minimum(idx, _NBINS - 1, out=idx)  # hi itself belongs to the last bin
     frac = pos - idx
-    idx[idx == _NBINS] = _NBINS - 1
     rows = np.arange(n, dtype=np.intp)[:, None]
-    near = np.flatnonzero((frac < _EDGE_BAND) | (frac > 1 - _EDGE_BAND) | (pos >= _NBINS))
+    frac -= 0.5
+    near = np.flatnonzero(np.abs(frac) > 0.5 - _EDGE_BAND)  # near an edge (or past the last one)
     if len(near):
         r = np.broadcast_to(rows, idx.shape).ravel()[near]
         v = flat.ravel()[near]
         k = idx.ravel()[near]
         k = k - (v < edges[r, k])
         k = k + ((v >= edges[r, k + 1]) & (k != _NBINS - 1))
+        moved = k != idx.ravel()[near]
         idx.ravel()[near] = k
+        frac.ravel()[near[moved]] = pos.ravel()[near[moved]] - k[moved] - 0.5
     hist = np.bincount((idx + rows * _NBINS).ravel(), minlength=n * _NBINS)
     cdf = hist.reshape(n, _NBINS).cumsum(axis=1)
     cdf = cdf / cdf[:, -1:].astype(np.float64)
     centers = (edges[:, :-1] + edges[:, 1:]) / 2.0
     # np.interp(v, centers, cdf): j with centers[j] <= v < centers[j + 1]; v's bin is j or j + 1.
-    frac = pos - idx  # again: corrected bins (the last bin holds hi) moved some values
-    j1 = idx + (frac >= 0.5)  # j + 1: an index into the padded table below
-    near = np.flatnonzero(np.abs(frac - 0.5) < _EDGE_BAND)
+    j1 = idx + (frac >= 0)  # j + 1: an index into the padded table below
+    near = np.flatnonzero(np.abs(frac) < _EDGE_BAND)
     if len(near):
         r = np.broadcast_to(rows, idx.shape).ravel()[near]
         k = idx.ravel()[near]
@@ -343,7 +348,8 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     y0 = np.empty((n, _NBINS + 1))
     y0[:, 1:] = cdf
     y0[:, 0] = cdf[:, 0]
-    at = (j1 + rows * (_NBINS + 1)).ravel()
+    j1 += rows * (_NBINS + 1)
+    at = j1.ravel().astype(np.int32)  # np.take is several times faster with int32 indices
     out = np.take(slopes.ravel(), at) * (flat.ravel() - np.take(x0.ravel(), at)) + np.take(y0.ravel(), at)
     return out.reshape(images.shape)
 
