@@ -214,8 +214,7 @@ def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[
                 continue  # the chunk is dropped anyway: just find every unreadable image
             for use_roi, sizes in sizes_of.items():
                 src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if use_roi and roi is not None else image
-                for size, resized in zip(sizes, resize_many(src, sizes)):
-                    buffers[(size, use_roi)][j] = resized
+                resize_many(src, sizes, out=[buffers[(size, use_roi)][j] for size in sizes])
         if problems:
             continue
         for key in keys:

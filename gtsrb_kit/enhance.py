@@ -155,7 +155,7 @@ def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
 
 
-def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """:func:`resize_image` of one image to several sizes, sharing the work along the columns.
 
     The image is taken channel by channel (planes stacked): one product resizes the columns of
@@ -166,9 +166,10 @@ def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     Args:
         image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
         sizes: Output sides.
+        out: Optional destinations, one contiguous float64 array per size (e.g. rows of a batch).
 
     Returns:
-        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1].
+        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1] (``out`` if given).
     """
     import cv2
 
@@ -181,18 +182,22 @@ def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     flat = bool(image.size) and lo == float(image.max())
     outs = []
     start = 0
-    for s in sizes:
+    for k, s in enumerate(sizes):
         resized = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s])  # (depth, s, s)
         start += s
+        dst = None if out is None else out[k]
         if image.ndim == 2:
-            out = resized[0]
-        elif 1 < depth <= 4:
-            out = cv2.merge(list(resized)).reshape(s, s, depth)
+            result = resized[0]
+        elif 1 < depth <= 4:  # interleave the planes (into dst, where given)
+            result = cv2.merge(list(resized), dst).reshape(s, s, depth)
         else:
-            out = np.ascontiguousarray(resized.transpose(1, 2, 0))
+            result = np.ascontiguousarray(resized.transpose(1, 2, 0))
+        if dst is not None and not np.shares_memory(result, dst):
+            np.copyto(dst, result)
+            result = dst
         if flat:  # skimage clips to the input's range; only a flat image can drift from it
-            out.fill(lo / 255.0)
-        outs.append(out)
+            result.fill(lo / 255.0)
+        outs.append(result)
     return outs
 
 
@@ -365,11 +370,11 @@ def rgb_equalize_value_batch(rgb: np.ndarray) -> np.ndarray:
     """
     v = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])  # faster than max(axis=-1)
     v_eq = equalize_hist_batch(v)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(v > 0, v_eq / np.where(v > 0, v, 1.0), 0.0)
+    positive = v > 0
+    scale = np.divide(v_eq, v, out=np.zeros_like(v), where=positive)
     out = rgb * scale[..., None]
-    black = v <= 0
-    if black.any():
+    if not positive.all():
+        black = ~positive
         out[black] = v_eq[black][:, None]
     return out
 

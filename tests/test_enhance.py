@@ -137,3 +137,16 @@ def test_clahe_batch_matches_skimage_exactly() -> None:
         batch[3] = batch[3] ** 6  # mostly dark
         theirs = np.stack([exposure.equalize_adapthist(b) for b in batch])
         np.testing.assert_array_equal(E.clahe_batch(batch), theirs)
+
+
+def test_resize_many_matches_resize_image_and_fills_destinations() -> None:
+    rng = np.random.default_rng(6)
+    flat = np.full((20, 31, 3), 77, np.uint8)
+    for image in (rng.integers(0, 256, (57, 40, 3), dtype=np.uint8), flat, rng.integers(0, 256, (9, 70), dtype=np.uint8)):
+        tail = image.shape[2:]
+        dest = [np.full((2, s, s, *tail), -1.0) for s in (24, 48)]
+        out = E.resize_many(image, (24, 48), out=[d[1] for d in dest])
+        for s, d, o in zip((24, 48), dest, out):
+            np.testing.assert_array_equal(d[1], E.resize_image(image, s))
+            assert np.shares_memory(o, d) and (d[0] == -1.0).all()
+    np.testing.assert_array_equal(E.resize_many(flat, (16,))[0], np.full((16, 16, 3), 77 / 255.0))
