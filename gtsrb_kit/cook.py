@@ -136,11 +136,25 @@ class _Task:
     variants: tuple[_Variant, ...]
 
 
+_READ_BLOCK = 1 << 20
+
+
+def _read_file(path: str) -> bytes:
+    """A file's bytes with plain ``os`` calls (half the cost of ``open().read()`` for small files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = [os.read(fd, _READ_BLOCK)]
+        while len(parts[-1]) == _READ_BLOCK:
+            parts.append(os.read(fd, _READ_BLOCK))
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _decode(path: str) -> np.ndarray:
     import cv2
 
-    with open(path, "rb") as fh:
-        data = fh.read()
+    data = _read_file(path)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3:
         return decode_image_bytes(data, path)  # Pillow reads what OpenCV does not, or says why not
@@ -242,8 +256,7 @@ def _hash_files(paths: Sequence[str]) -> list[str | None]:
     digests: list[str | None] = []
     for path in paths:
         try:
-            with open(path, "rb") as fh:
-                digests.append(hashlib.blake2b(fh.read(), digest_size=16).hexdigest())
+            digests.append(hashlib.blake2b(_read_file(path), digest_size=16).hexdigest())
         except OSError:
             digests.append(None)
     return digests
