@@ -85,7 +85,8 @@ GZIP_LEVEL = 1
 # deflated.
 COMPRESSED_MODES = frozenset({"L"})
 _IN_FLIGHT_PER_WORKER = 2
-_GROUP = 16  # images resized and enhanced together (float64 temporaries fit in the cache)
+_GROUP_PIXELS = 16 * 48 * 48  # pixels per group of images enhanced together (16 at 48 px, 64 at 24 px)
+_GROUP_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -206,41 +207,46 @@ def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[
               for v in task.variants}                                               # stores edge chunks whole
     local = {key: any(v.mode == "L-LHE" for v in mine[key]) for key in keys}
     gray = {key: np.zeros((task.rows, key[0], key[0]), np.uint8) for key in keys if local[key]}
-    # Images go through in small groups: their float64 temporaries stay in the CPU cache.
-    buffers = {key: np.empty((_GROUP, key[0], key[0], 3)) for key in keys}
-    for first in range(0, task.rows, _GROUP):
-        count = min(_GROUP, task.rows - first)
-        for j in range(count):
-            i = first + j
-            path, roi, expect = task.paths[i], task.rois[i], task.sizes[i]
-            try:
-                image = _decode(path)
-            except (DataError, OSError) as exc:
-                problems.append({"path": path, "problem": str(exc).split("\n")[0]})
-                continue
-            if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
-                problems.append({
-                    "path": path,
-                    "problem": f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}",
-                })
-                continue
-            if problems:
-                continue  # the chunk is dropped anyway: just find every unreadable image
+    # Images are enhanced in groups small enough for their float64 temporaries to stay in the CPU
+    # cache and large enough to spread the per-call overhead (more images for small sizes).
+    group = {key: max(1, min(_GROUP_MAX, _GROUP_PIXELS // (key[0] * key[0]))) for key in keys}
+    buffers = {key: np.empty((group[key], key[0], key[0], 3)) for key in keys}
+    first = dict.fromkeys(keys, 0)  # first chunk row in each buffer
+
+    def flush(key: tuple[int, bool], stop: int) -> None:
+        start = first[key]
+        first[key] = stop
+        if problems or stop == start:
+            return  # the chunk is dropped anyway: just find every unreadable image
+        wanted = [v.mode for v in mine[key] if v.mode != "L-LHE"]
+        if local[key] and "L" not in wanted:
+            wanted.append("L")  # the grey uint8 image is the input of L-LHE
+        pixels = apply_modes(buffers[key][:stop - start], wanted)
+        for variant in mine[key]:
+            if variant.mode != "L-LHE":
+                arrays[variant][start:stop] = pixels[variant.mode]
+        if local[key]:
+            gray[key][start:stop] = pixels["L"][..., 0]
+
+    for i in range(task.rows):
+        path, roi, expect = task.paths[i], task.rois[i], task.sizes[i]
+        try:
+            image = _decode(path)
+        except (DataError, OSError) as exc:
+            problems.append({"path": path, "problem": str(exc).split("\n")[0]})
+            image = None
+        if image is not None and expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
+            problems.append({
+                "path": path,
+                "problem": f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}",
+            })
+        elif image is not None and not problems:
             for use_roi, sizes in sizes_of.items():
                 src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if use_roi and roi is not None else image
-                resize_many(src, sizes, out=[buffers[(size, use_roi)][j] for size in sizes])
-        if problems:
-            continue
+                resize_many(src, sizes, out=[buffers[(size, use_roi)][i - first[(size, use_roi)]] for size in sizes])
         for key in keys:
-            wanted = [v.mode for v in mine[key] if v.mode != "L-LHE"]
-            if local[key] and "L" not in wanted:
-                wanted.append("L")  # the grey uint8 image is the input of L-LHE
-            pixels = apply_modes(buffers[key][:count], wanted)
-            for variant in mine[key]:
-                if variant.mode != "L-LHE":
-                    arrays[variant][first:first + count] = pixels[variant.mode]
-            if local[key]:
-                gray[key][first:first + count] = pixels["L"][..., 0]
+            if i + 1 - first[key] == group[key] or i + 1 == task.rows:
+                flush(key, i + 1)
     if problems:
         return {}, problems
     for key, grey in gray.items():
