@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_cook.py [ROOT] [--scale 0.2] [--workers N] [--size 24 --size 48]
-                                    [--mode RGB ...] [--no-per-variant] [--repeat 1]
+                                    [--mode RGB ...] [--no-per-variant] [--repeat 3]
 
 ROOT defaults to the real data: ``../shared/gtsrb`` materialized once into a cache folder
 (``$XDG_CACHE_HOME/gtsrb-kit/bench-real``). Both sides get the same images: the ones cook selects
@@ -14,7 +14,10 @@ page cache is warm for both sides (otherwise the first run pays the disk reads).
     to (s, s), apply the mode, append to a list, ``np.array`` at the end (float64, as the course
     holds them); one process.
 (b) *cook*: :func:`gtsrb_kit.cook.cook_dataset` for the same variants, all cores, into a temp folder
-    (``force=True``), catalog reading included.
+    (``force=True``), catalog reading included. The cook runs of all variants and of the variants
+    without L-LHE are repeated ``--repeat`` times and the median run is reported (the course loop,
+    over a minute long, runs once): on a shared machine a single short run is at the mercy of
+    other jobs' bursts.
 
 Each measurement runs in its own subprocess; peak RSS is read there with ``getrusage`` (the
 process itself and, for cook, its largest worker). Imports are not timed.
@@ -113,6 +116,14 @@ def _run_child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _median_run(args: list[str], repeat: int) -> dict:
+    """Run a child ``repeat`` times; the run with the median wall time, with every time in ``runs``."""
+    runs = sorted((_run_child(args) for _ in range(max(1, repeat))), key=lambda r: r["seconds"])
+    median = dict(runs[(len(runs) - 1) // 2])
+    median["runs"] = [r["seconds"] for r in runs]
+    return median
+
+
 def _default_root() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gtsrb-kit" / "bench-real"
     if not (cache / "GTSRB").is_dir():
@@ -158,6 +169,7 @@ def main() -> None:
     parser.add_argument("--mode", action="append")
     parser.add_argument("--no-per-variant", action="store_true", help="skip the per-variant cook runs")
     parser.add_argument("--no-course", action="store_true", help="time cook only")
+    parser.add_argument("--repeat", type=int, default=3, help="cook runs per measurement (median reported)")
     args = parser.parse_args()
 
     root = args.root or _default_root()
@@ -171,13 +183,14 @@ def main() -> None:
               + ", ".join(f"{s}x{s}-{m}" for s, m in variants))
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start", flush=True)
         vjson = json.dumps(variants)
-        cook = _run_child(["--child-cook", str(root), vjson, str(args.scale), str(args.workers or 0), str(tmp / "cook")])
+        cook = _median_run(["--child-cook", str(root), vjson, str(args.scale), str(args.workers or 0), str(tmp / "cook")],
+                           args.repeat)
         course = None if args.no_course else _run_child(["--child-course", str(tmp / "images.json"), vjson])
         no_lhe = [(s, m) for s, m in variants if m != "L-LHE"]
         cook_no_lhe = None
         if course and 0 < len(no_lhe) < len(variants):
-            cook_no_lhe = _run_child(["--child-cook", str(root), json.dumps(no_lhe), str(args.scale),
-                                      str(args.workers or 0), str(tmp / "cook-no-lhe")])
+            cook_no_lhe = _median_run(["--child-cook", str(root), json.dumps(no_lhe), str(args.scale),
+                                       str(args.workers or 0), str(tmp / "cook-no-lhe")], args.repeat)
         per_variant_cook: dict[str, dict] = {}
         if not args.no_per_variant and len(variants) > 1:
             for s, m in variants:
@@ -194,7 +207,8 @@ def main() -> None:
         print(f"all {len(variants)} variants ({n:,} images each)")
         if course:
             print(line("course", course))
-        print(line("cook", cook) + f"  [catalog read alone: {cook['catalog_seconds']:.2f} s]")
+        print(line("cook", cook) + f"  [catalog read alone: {cook['catalog_seconds']:.2f} s]"
+              + f"  [runs: {', '.join(f'{t:.2f}' for t in cook['runs'])} s]")
         if course:
             print(f"ratio    {course['seconds'] / cook['seconds']:8.1f}x faster (CPU time: {course['cpu_seconds'] / cook['cpu_seconds']:.1f}x less), "
                   f"output {course['bytes'] / cook['bytes']:.1f}x smaller")
@@ -204,7 +218,7 @@ def main() -> None:
                 c_b = sum(course["per_variant"][k]["bytes"] for k in keys)
                 print(f"\nthe {len(no_lhe)} variants without L-LHE (one cook run for all of them)")
                 print(f"course   {c_s:8.2f} s  (sum of its per-variant loops)")
-                print(line("cook", cook_no_lhe))
+                print(line("cook", cook_no_lhe) + f"  [runs: {', '.join(f'{t:.2f}' for t in cook_no_lhe['runs'])} s]")
                 print(f"ratio    {c_s / cook_no_lhe['seconds']:8.1f}x faster, output {c_b / cook_no_lhe['bytes']:.1f}x smaller")
         if per_variant_cook:
             print("\nper variant (cook run alone for each: fixed costs such as the catalog and the duplicate check"
