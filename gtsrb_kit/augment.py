@@ -155,7 +155,12 @@ def _photometric_numpy(rng: np.random.Generator, out: np.ndarray, params: Augmen
     if params.noise_p:
         hit = (rng.random(n) < params.noise_p).astype(np.float32)
         std = rng.uniform(params.noise_std[0], params.noise_std[1], n).astype(np.float32) * hit
-        x += rng.standard_normal(x.shape, dtype=np.float32) * std[:, None, None, None]
+        # the whole batch's noise is drawn (it fixes the generator state for the draws after it),
+        # but only images that were hit get it added: x + noise * 0 leaves the others unchanged
+        noise = rng.standard_normal(x.shape, dtype=np.float32)
+        for i in np.flatnonzero(hit):
+            noise[i] *= std[i]
+            x[i] += noise[i]
     if params.occlusion_p:
         hit = rng.random(n) < params.occlusion_p
         hh = np.maximum(1, (rng.uniform(*params.occlusion_size, n) * h).astype(int))
@@ -163,13 +168,11 @@ def _photometric_numpy(rng: np.random.Generator, out: np.ndarray, params: Augmen
         y0 = (rng.random(n) * (h - hh + 1)).astype(int)
         x0 = (rng.random(n) * (w - ww + 1)).astype(int)
         fill = rng.uniform(0, 255, n).astype(np.float32)
-        rows = np.arange(h)[None, :, None]
-        cols = np.arange(w)[None, None, :]
-        mask = (hit[:, None, None] & (rows >= y0[:, None, None]) & (rows < (y0 + hh)[:, None, None])
-                & (cols >= x0[:, None, None]) & (cols < (x0 + ww)[:, None, None]))
-        x = np.where(mask[..., None], fill[:, None, None, None], x)
+        for i in np.flatnonzero(hit):
+            x[i, y0[i]:y0[i] + hh[i], x0[i]:x0[i] + ww[i]] = fill[i]
     np.clip(x, 0, 255, out=x)
-    return np.rint(x).astype(np.uint8)
+    np.rint(x, out=x)
+    return x.astype(np.uint8)
 
 
 def augment_batch_numpy(images: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
@@ -181,14 +184,22 @@ def augment_batch_numpy(images: np.ndarray, params: AugmentParams, rng: np.rando
         return images.copy()
     mats = random_homographies(rng, n, h, w, params)
     out = np.empty_like(images)
-    flags = cv2.INTER_LINEAR
-    border = cv2.BORDER_REPLICATE
-    for i in range(n):
-        if params.perspective:
-            warped = cv2.warpPerspective(images[i], mats[i], (w, h), flags=flags, borderMode=border)
-        else:
-            warped = cv2.warpAffine(images[i], mats[i, :2], (w, h), flags=flags, borderMode=border)
-        out[i] = warped.reshape(h, w, c)
+    # OpenCV writes straight into each slot of ``out`` (dst=): no per-image result array, reshape
+    # or copy. Single-channel batches go in as (N, H, W) views, since OpenCV drops the channel axis.
+    src = np.ascontiguousarray(images)
+    if c == 1:
+        src, dst = src.reshape(n, h, w), out.reshape(n, h, w)
+    else:
+        dst = out
+    size = (w, h)
+    flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+    if params.perspective:
+        warp = cv2.warpPerspective
+    else:
+        warp = cv2.warpAffine
+        mats = np.ascontiguousarray(mats[:, :2])
+    for image, mat, slot in zip(src, mats, dst):
+        warp(image, mat, size, slot, flags, border)
     if params.photometric:
         out = _photometric_numpy(rng, out, params)
     return out
