@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_augment.py [--data set-48x48-RGB.h5] [--images 4096] [--batch-size 64]
-                                       [--shapes 24x24x1,48x48x3] [--epoch-steps 40] [--skip-epoch]
+                                       [--shapes 24x24x1,48x48x3] [--rounds 3] [--configs fidle/batch,...]
+                                       [--epoch-steps 40] [--skip-epoch]
 
 Part 1, for each shape: augmented images per second of, side by side on the same images with the
 same batch size,
@@ -12,6 +13,11 @@ same batch size,
   (rotation 10, shifts 0.1, zoom 0.2, shear 0.1, nearest fill), iterated through ``.flow``;
 * this package's pipeline (``tf.data``: gather, augment, float conversion, prefetch) for each
   path (``batch``, ``tf``, ``albumentations``) with the ``fidle`` preset, and ``strong`` too.
+
+Measurements are interleaved: each of ``--rounds`` rounds times ImageDataGenerator and then
+every config, and each ratio is taken within its round, so both sides of a ratio ran under the
+same load (the machine may be shared); medians and the range of the ratios are printed, with the
+load average at the start and the end.
 
 Part 2: time per training step of the default model with ``--augment`` off and on (fidle and
 strong, batch path), with the full training input pipeline; the overhead is the relative
@@ -113,6 +119,29 @@ def bench_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, round
     return best
 
 
+CONFIGS: tuple[tuple[str, str], ...] = (
+    ("fidle", "batch"), ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "batch"), ("strong", "tf"),
+    ("strong", "albumentations"), ("none", "batch"),
+)
+
+
+def bench_shape(x: np.ndarray, y: np.ndarray, batch_size: int, seconds: float, rounds: int,
+                configs: tuple[tuple[str, str], ...]) -> tuple[list[float], dict[tuple[str, str], list[float]]]:
+    """ImageDataGenerator and every config, interleaved over ``rounds`` rounds.
+
+    Each round measures ImageDataGenerator and then every config, so that a load change on a
+    shared machine hits both sides of a ratio alike; a config's ratio in a round is taken
+    against that round's ImageDataGenerator figure.
+    """
+    idg: list[float] = []
+    rates: dict[tuple[str, str], list[float]] = {cfg: [] for cfg in configs}
+    for _ in range(rounds):
+        idg.append(bench_idg(x, y, batch_size, seconds))
+        for preset, path in configs:
+            rates[(preset, path)].append(bench_pipeline(x, y, batch_size, preset, path, seconds))
+    return idg, rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="cooked set-*.h5 file (default: synthetic images)")
@@ -120,21 +149,29 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shapes", default="24x24x1,48x48x3")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (ImageDataGenerator, then every config); medians are shown")
+    parser.add_argument("--configs", default=",".join(f"{p}/{q}" for p, q in CONFIGS),
+                        help="preset/path pairs to measure, comma-separated (e.g. fidle/batch)")
     parser.add_argument("--epoch-steps", type=int, default=15)
     parser.add_argument("--epoch-shape", default="48x48x3")
     parser.add_argument("--skip-epoch", action="store_true")
     args = parser.parse_args()
-    print(f"cores visible: {len(os.sched_getaffinity(0))}; batch size {args.batch_size}; {args.images} images")
+    configs = tuple(tuple(c.split("/")) for c in args.configs.split(","))  # type: ignore[misc]
+    print(f"cores visible: {len(os.sched_getaffinity(0))}; batch size {args.batch_size}; {args.images} images; "
+          f"{args.rounds} interleaved rounds (medians); load average {os.getloadavg()[0]:.1f}")
     for spec in args.shapes.split(","):
         shape = tuple(int(v) for v in spec.split("x"))
         x, y = _images(args.data, args.images, shape)  # type: ignore[arg-type]
-        idg = bench_idg(x, y, args.batch_size, args.seconds)
-        print(f"\n{spec}: augmented images/s (x ImageDataGenerator)")
-        print(f"  {'ImageDataGenerator (course settings)':40s} {idg:10.0f}   1.0x")
-        for preset, path in (("fidle", "batch"), ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "batch"),
-                             ("strong", "tf"), ("strong", "albumentations"), ("none", "batch")):
-            rate = bench_pipeline(x, y, args.batch_size, preset, path, args.seconds)
-            print(f"  {f'gtsrb-kit {preset} / {path}':40s} {rate:10.0f} {rate / idg:5.1f}x", flush=True)
+        idg, rates = bench_shape(x, y, args.batch_size, args.seconds, args.rounds, configs)  # type: ignore[arg-type]
+        print(f"\n{spec}: augmented images/s, median of {args.rounds} rounds (median per-round ratio to "
+              f"ImageDataGenerator; range)")
+        print(f"  {'ImageDataGenerator (course settings)':40s} {np.median(idg):10.0f}   1.0x   "
+              f"({min(idg):.0f}-{max(idg):.0f} images/s)")
+        for (preset, path), values in rates.items():
+            ratios = [v / i for v, i in zip(values, idg)]
+            print(f"  {f'gtsrb-kit {preset} / {path}':40s} {np.median(values):10.0f} {np.median(ratios):5.1f}x   "
+                  f"({min(ratios):.1f}-{max(ratios):.1f}x)", flush=True)
     if not args.skip_epoch:
         shape = tuple(int(v) for v in args.epoch_shape.split("x"))
         x, y = _images(args.data, args.images, shape)  # type: ignore[arg-type]
@@ -144,6 +181,7 @@ def main() -> None:
         for preset in ("none", "fidle", "strong"):
             extra = (times[preset] / times["none"] - 1) * 100
             print(f"  augment {preset:7s} {times[preset]:.4f} s/step   {extra:+6.1f} % vs none")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
