@@ -148,7 +148,11 @@ def _photometric_numpy(rng: np.random.Generator, out: np.ndarray, params: Augmen
         alpha = 1.0 + rng.uniform(-params.contrast, params.contrast, (n, 1, 1, 1)).astype(np.float32)
         beta = (rng.uniform(-params.brightness, params.brightness, (n, 1, 1, 1)) * 255.0).astype(np.float32)
         mean = x.mean(axis=(1, 2, 3), keepdims=True)
-        x = (x - mean) * alpha + mean + beta
+        # (x - mean) * alpha + mean + beta, in place (same float32 operations in the same order)
+        x -= mean
+        x *= alpha
+        x += mean
+        x += beta
     if params.blur_p:
         for i in np.flatnonzero(rng.random(n) < params.blur_p):
             x[i] = cv2.GaussianBlur(x[i], (3, 3), 0).reshape(h, w, c)
@@ -158,9 +162,9 @@ def _photometric_numpy(rng: np.random.Generator, out: np.ndarray, params: Augmen
         # the whole batch's noise is drawn (it fixes the generator state for the draws after it),
         # but only images that were hit get it added: x + noise * 0 leaves the others unchanged
         noise = rng.standard_normal(x.shape, dtype=np.float32)
-        for i in np.flatnonzero(hit):
-            noise[i] *= std[i]
-            x[i] += noise[i]
+        idx = np.flatnonzero(hit)
+        if idx.size:
+            x[idx] += noise[idx] * std[idx, None, None, None]
     if params.occlusion_p:
         hit = rng.random(n) < params.occlusion_p
         hh = np.maximum(1, (rng.uniform(*params.occlusion_size, n) * h).astype(int))
