@@ -113,14 +113,16 @@ def random_homographies(rng: np.random.Generator, n: int, height: int, width: in
     zy = rng.uniform(params.zoom[0], params.zoom[1], n)
     tx = rng.uniform(-params.shift, params.shift, n) * width
     ty = rng.uniform(-params.shift, params.shift, n) * height
-    persp = rng.uniform(-params.perspective, params.perspective, (n, 2)) / np.array([width, height])
+    # drawn even without perspective: the draws after it (photometric steps) depend on the stream
+    persp = rng.uniform(-params.perspective, params.perspective, (n, 2))
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     cos, sin = np.cos(theta), np.sin(theta)
+    sin_s, cos_s = np.sin(shear), np.cos(shear)
     # A = R @ Shear @ Zoom, with Shear = [[1, -sin(s)], [0, cos(s)]] (Keras' convention)
     a00 = cos * zx
-    a01 = (-cos * np.sin(shear) - sin * np.cos(shear)) * zy
+    a01 = (-cos * sin_s - sin * cos_s) * zy
     a10 = sin * zx
-    a11 = (-sin * np.sin(shear) + cos * np.cos(shear)) * zy
+    a11 = (-sin * sin_s + cos * cos_s) * zy
     m = np.zeros((n, 3, 3))
     m[:, 0, 0], m[:, 0, 1] = a00, a01
     m[:, 1, 0], m[:, 1, 1] = a10, a11
@@ -128,6 +130,7 @@ def random_homographies(rng: np.random.Generator, n: int, height: int, width: in
     m[:, 1, 2] = cy + ty - a10 * cx - a11 * cy
     m[:, 2, 2] = 1.0
     if params.perspective:
+        persp = persp / np.array([width, height])
         # projective row applied around the centre so the sign stays in place
         p = np.zeros((n, 3, 3))
         p[:, 0, 0] = p[:, 1, 1] = p[:, 2, 2] = 1.0

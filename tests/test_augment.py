@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gtsrb_kit.augment import PATHS, PRESETS, Augmenter, augment_batch_numpy, preview_grid, random_homographies
+from gtsrb_kit.augment import (
+    PATHS, PRESETS, Augmenter, _rng, augment_batch_numpy, preview_grid, random_homographies,
+)
 from gtsrb_kit.errors import ConfigError
 
 
@@ -117,3 +119,58 @@ def test_preview_grid(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no images to preview"):
         preview_grid(images, labels, tmp_path / "q.png", classes=[7])
     assert not (tmp_path / "q.png").exists()
+
+
+def _reference_batch(images: np.ndarray, params, rng: np.random.Generator) -> np.ndarray:
+    """The batch path as first written (one new array per image, full-batch masks): the optimised
+    code must give byte-identical batches, since trained results depend on these exact draws."""
+    import cv2
+
+    n, h, w, c = images.shape
+    mats = random_homographies(rng, n, h, w, params)
+    out = np.empty_like(images)
+    for i in range(n):
+        if params.perspective:
+            warped = cv2.warpPerspective(images[i], mats[i], (w, h), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REPLICATE)
+        else:
+            warped = cv2.warpAffine(images[i], mats[i, :2], (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+        out[i] = warped.reshape(h, w, c)
+    if not params.photometric:
+        return out
+    x = out.astype(np.float32)
+    alpha = 1.0 + rng.uniform(-params.contrast, params.contrast, (n, 1, 1, 1)).astype(np.float32)
+    beta = (rng.uniform(-params.brightness, params.brightness, (n, 1, 1, 1)) * 255.0).astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = (x - mean) * alpha + mean + beta
+    for i in np.flatnonzero(rng.random(n) < params.blur_p):
+        x[i] = cv2.GaussianBlur(x[i], (3, 3), 0).reshape(h, w, c)
+    hit = (rng.random(n) < params.noise_p).astype(np.float32)
+    std = rng.uniform(params.noise_std[0], params.noise_std[1], n).astype(np.float32) * hit
+    x += rng.standard_normal(x.shape, dtype=np.float32) * std[:, None, None, None]
+    hit = rng.random(n) < params.occlusion_p
+    hh = np.maximum(1, (rng.uniform(*params.occlusion_size, n) * h).astype(int))
+    ww = np.maximum(1, (rng.uniform(*params.occlusion_size, n) * w).astype(int))
+    y0 = (rng.random(n) * (h - hh + 1)).astype(int)
+    x0 = (rng.random(n) * (w - ww + 1)).astype(int)
+    fill = rng.uniform(0, 255, n).astype(np.float32)
+    rows, cols = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    mask = (hit[:, None, None] & (rows >= y0[:, None, None]) & (rows < (y0 + hh)[:, None, None])
+            & (cols >= x0[:, None, None]) & (cols < (x0 + ww)[:, None, None]))
+    x = np.where(mask[..., None], fill[:, None, None, None], x)
+    return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("preset", ["fidle", "strong"])
+@pytest.mark.parametrize("shape", [(16, 24, 24, 1), (9, 48, 48, 3), (5, 20, 28, 4)])
+def test_batch_path_matches_reference(preset: str, shape: tuple[int, int, int, int]) -> None:
+    params = Augmenter(preset).params
+    noisy = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    smooth = ramp_batch(shape[0], max(shape[1:3]), shape[3])[:, :shape[1], :shape[2]]
+    for images in (noisy, smooth, noisy[:, ::-1]):  # the last one is a non-contiguous view
+        for seed, counter in ((0, 0), (5, 3), (2**33 + 1, 2**40)):
+            got = augment_batch_numpy(images, params, _rng(seed, counter))
+            want = _reference_batch(np.ascontiguousarray(images), params, _rng(seed, counter))
+            assert got.dtype == np.uint8 and got.flags.c_contiguous
+            assert np.array_equal(got, want), (preset, shape, seed, counter)
