@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,10 @@ def test_import_and_numpy_paths_do_not_import_tensorflow(tmp_path: Path) -> None
 
 
 def test_no_bare_cli_package_is_installed(tmp_path: Path) -> None:
-    # Run outside the repo so its top-level cli/ folder is not on sys.path.
+    # Run outside the repo (and without PYTHONPATH) so only installed packages are importable.
     code = "import importlib.util; print(importlib.util.find_spec('cli'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path, env=env)
     assert out.stdout.strip() == "None"
     assert not (Path(gtsrb_kit.__file__).parents[1] / "cli" / "__init__.py").exists()
 
