@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from gtsrb_kit.errors import ConfigError, DataError
-from gtsrb_kit.fileio import atomic_path, write_text_atomic
+from gtsrb_kit.fileio import write_text_atomic
+from gtsrb_kit.plotting import pyplot, save_png
 
 
 def read_preprocessing(model_path: str | Path) -> dict[str, Any]:
@@ -83,10 +84,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 def plot_confusion(cm: np.ndarray, out_png: Path, title: str) -> Path:
     """Row-normalised confusion matrix as a PNG (log colour scale to show rare errors)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     rows = cm.sum(axis=1, keepdims=True)
@@ -102,19 +100,13 @@ def plot_confusion(cm: np.ndarray, out_png: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="fraction of the true class")
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)
 
 
 def plot_worst(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], out_png: Path,
                count: int = 24) -> Path:
     """The misclassified images with the most confident wrong predictions, with true/predicted names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     y_pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
@@ -135,10 +127,7 @@ def plot_worst(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_names
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle(f"{len(wrong)} misclassified; the {len(order)} most confident mistakes", fontsize=9)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)
 
 
 def evaluate(

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from gtsrb_kit.errors import DataError
-from gtsrb_kit.fileio import atomic_path, write_text_atomic
+from gtsrb_kit.fileio import write_text_atomic
+from gtsrb_kit.plotting import pyplot, save_png
 from gtsrb_kit.sweep import (
     CHECKPOINT_FILE, FAILED_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, file_lock,
     read_json, run_status,
@@ -284,10 +285,7 @@ def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Pa
     """
     if not any(r["status"] == "done" and r["test_accuracy"] is not None for r in rows):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     datasets, cols, grid = _pivot(rows)
@@ -295,7 +293,7 @@ def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Pa
     fig_w = max(4.0, 1.1 * len(cols) + 2.8)
     fig_h = max(2.2, 0.5 * len(datasets) + 1.4)
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
+    cmap = plt.colormaps["viridis"].with_extremes(bad="#eeeeee")
     finite = values[np.isfinite(values)]
     vmin = float(finite.min()) if finite.size else 0.0
     vmax = float(finite.max()) if finite.size else 1.0
@@ -318,12 +316,7 @@ def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Pa
     ax.set_title("Test accuracy (bold: best per dataset)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: str | os.PathLike[str]) -> Path | None:
@@ -337,10 +330,7 @@ def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: 
     histories = {k: v for k, v in histories.items() if v.get("val_accuracy") or v.get("accuracy")}
     if not histories:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -360,12 +350,7 @@ def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 # ----------------------------------------------------------------------------------------------

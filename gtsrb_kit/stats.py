@@ -39,6 +39,7 @@ from PIL import Image
 from gtsrb_kit.classes import NUM_CLASSES, class_name
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path
+from gtsrb_kit.plotting import pyplot, save_png
 from gtsrb_kit.progress import ProgressCallback, report
 
 #: Files :func:`write_stats` writes (plots only with ``plots=True``).
@@ -344,11 +345,6 @@ def compute_stats(
 # --------------------------------------------------------------------------- writing
 
 
-def _save_figure(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-
-
 def _thumb(path: str, cell: int) -> np.ndarray:
     """The image letterboxed into a ``cell`` x ``cell`` RGB square (nearest-neighbour upscale)."""
     try:
@@ -435,10 +431,7 @@ def write_stats(
 
 
 def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | None) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pc, pi = stats.per_class, stats.per_image
     written: list[Path] = []
@@ -449,8 +442,7 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
         report(progress, "drawing plots", len(written), total)
 
     def save(fig: Any, name: str) -> None:
-        _save_figure(fig, out / name)
-        plt.close(fig)
+        save_png(fig, out / name)
         mark(name)
 
     report(progress, "drawing plots", 0, total)

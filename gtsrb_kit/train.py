@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from gtsrb_kit.errors import ConfigError, DataError
-from gtsrb_kit.fileio import atomic_path, sha256_file, write_text_atomic
+from gtsrb_kit.fileio import sha256_file, write_text_atomic
+from gtsrb_kit.plotting import pyplot, save_png
 from gtsrb_kit.models import DEFAULT_MODEL, MODELS, build_model
 from gtsrb_kit.progress import ProgressCallback, report
 
@@ -228,10 +229,7 @@ def versions() -> dict[str, str]:
 
 def plot_learning_curves(history: list[dict[str, Any]], out_png: Path, title: str = "") -> Path:
     """Loss and accuracy per epoch (training and validation) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -245,10 +243,7 @@ def plot_learning_curves(history: list[dict[str, Any]], out_png: Path, title: st
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)
 
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
