@@ -478,14 +478,9 @@ def preview_grid(
     Returns:
         The path of the PNG.
     """
-    import matplotlib
+    from gtsrb_kit.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pathlib import Path
-
-    from gtsrb_kit.fileio import atomic_path
-
+    plt = pyplot()
     aug = make_augmenter(augment, seed=seed, path=path)
     labels = np.asarray(labels)
     chosen_classes = sorted(set(int(c) for c in labels)) if classes is None else [int(c) for c in classes]
@@ -516,9 +511,4 @@ def preview_grid(
                 ax.set_title(f"draw {c}", fontsize=6)
     fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); first column: original", fontsize=8)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_png(fig, out_png, dpi=110)
