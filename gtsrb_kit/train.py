@@ -236,6 +236,7 @@ def plot_learning_curves(history: list[dict[str, Any]], out_png: Path, title: st
     for ax, key in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, [h.get(key) for h in history], "o-", label=f"train {key}")
         ax.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", label=f"validation {key}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
