@@ -105,9 +105,11 @@ def _to_int(frame: pd.DataFrame, columns: list[str], csv_path: Path, problems: l
         values = pd.to_numeric(frame[col].str.strip(), errors="coerce")
         bad |= values.isna().to_numpy()
         frame[col] = values
-    sources = frame["folder"].map(lambda d: f"GT-{d}.csv") if "folder" in frame else pd.Series(csv_path.name, index=frame.index)
-    for path, source in zip(frame.loc[bad, "path"], sources[bad]):
-        problems.append({"path": str(path), "problem": f"non-numeric value in {source}"})
+    if bad.any():
+        rows = frame[bad]
+        sources = [f"GT-{d}.csv" for d in rows["folder"]] if "folder" in rows else [csv_path.name] * len(rows)
+        for path, source in zip(rows["path"], sources):
+            problems.append({"path": str(path), "problem": f"non-numeric value in {source}"})
     frame = frame[~bad].copy()
     for col in columns:
         frame[col] = frame[col].astype(np.int64)
