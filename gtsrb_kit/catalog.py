@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -88,10 +88,33 @@ def _read_csv(path: Path, sep: str, required: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
+_POSIX_PATHS = os.sep == "/" and os.altsep is None
+
+
 def _join_all(root: Path, rel_paths: pd.Series) -> list[str]:
-    # os.path.join: pathlib per row costs about a second on the full benchmark.
-    base = str(root)
-    return [os.path.join(base, r) for r in rel_paths]
+    # Plain strings: pathlib (or even os.path.join) per row is most of a catalog read otherwise.
+    base = os.path.join(str(root), "")
+    if _POSIX_PATHS:
+        return [r if r.startswith("/") else base + r for r in rel_paths.tolist()]
+    return [os.path.join(base, r) for r in rel_paths.tolist()]
+
+
+def _existing_files(paths: list[str]) -> np.ndarray:
+    """Which paths exist, listing each folder once (a ``stat`` per file costs several times more).
+
+    A folder named like an image counts as present; decoding it fails later with a clear error.
+    """
+    if not _POSIX_PATHS:
+        return np.array([os.path.isfile(p) for p in paths], dtype=bool)
+    present: set[str] = set()
+    for folder in {p[:p.rfind("/")] for p in paths}:
+        try:
+            names = os.listdir(folder or "/")
+        except OSError:
+            continue
+        prefix = folder + "/"
+        present.update([prefix + name for name in names])
+    return np.fromiter((p in present for p in paths), dtype=bool, count=len(paths))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -116,30 +139,78 @@ def _to_int(frame: pd.DataFrame, columns: list[str], csv_path: Path, problems: l
     return frame
 
 
+_OFFICIAL_HEADER = ("Filename", *_CSV_COLUMNS)
+
+
+def _clean_official_csvs(csvs: list[tuple[str, Path]], *, tracks: bool = True) -> pd.DataFrame | None:
+    """Official annotation CSVs in one go, with integer columns (and ``track``/``frame``), when clean.
+
+    The common case, fast: one C-parser call over all rows (each line prefixed with its folder)
+    instead of a parse per file and string-to-number conversions. Returns None when anything is
+    unusual (another header, a non-numeric value, a file name that is not ``TTTTT_FFFFF.ext``):
+    the careful path then reads the files again and reports each problem row.
+    """
+    lines: list[str] = []
+    for folder, csv_path in csvs:
+        try:
+            text = csv_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        rows = text.splitlines()
+        if not rows or tuple(c.strip() for c in rows[0].split(";")) != _OFFICIAL_HEADER:
+            return None
+        prefix = folder + ";"
+        lines.extend(prefix + row for row in rows[1:] if row.strip())
+    if not lines:
+        return None
+    names = ["folder", *_OFFICIAL_HEADER]
+    dtypes: dict[str, Any] = {"folder": str, "Filename": str} | dict.fromkeys(_CSV_COLUMNS, np.int64)
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=";", header=None, names=names, dtype=dtypes,
+                            keep_default_na=False, na_filter=False)
+    except (ValueError, pd.errors.ParserError):
+        return None
+    if not tracks:
+        return frame.drop(columns="folder").rename(columns=_CSV_COLUMNS)
+    try:
+        parts = [f.rpartition(".")[0].split("_") for f in frame["Filename"].tolist()]
+        frame["track"] = np.array([int(p[0]) for p in parts], dtype=np.int64)
+        frame["frame"] = np.array([int(p[1]) for p in parts], dtype=np.int64)
+    except (ValueError, IndexError):
+        return None
+    return frame.rename(columns=_CSV_COLUMNS)
+
+
 def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
     parts: list[pd.DataFrame] = []
     train_dir = root / OFFICIAL_TRAIN_DIR
     if train_dir.is_dir():
-        # Read every class CSV first and convert once: per-folder pandas work dominates otherwise.
-        per_class: list[pd.DataFrame] = []
+        csvs: list[tuple[str, Path]] = []
         for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
             csv_path = class_dir / f"GT-{class_dir.name}.csv"
             if not csv_path.is_file():
                 problems.append({"path": str(csv_path), "problem": "annotation CSV missing; images of this folder skipped"})
                 continue
-            frame = _read_csv(csv_path, ";", ("Filename", *_CSV_COLUMNS))
-            frame["folder"] = class_dir.name
-            per_class.append(frame)
-        if per_class:
+            csvs.append((class_dir.name, csv_path))
+        frame = _clean_official_csvs(csvs) if csvs else None
+        if frame is None and csvs:
+            # Read every class CSV first and convert once: per-folder pandas work dominates otherwise.
+            per_class: list[pd.DataFrame] = []
+            for folder, csv_path in csvs:
+                part = _read_csv(csv_path, ";", _OFFICIAL_HEADER)
+                part["folder"] = folder
+                per_class.append(part)
             frame = pd.concat(per_class, ignore_index=True).rename(columns=_CSV_COLUMNS)
-            rel_dir = str(OFFICIAL_TRAIN_DIR)
-            frame["rel_path"] = [f"{rel_dir}/{d}/{f}" for d, f in zip(frame["folder"], frame["Filename"])]
-            frame["path"] = _join_all(root, frame["rel_path"])
             stems = frame["Filename"].str.rsplit(".", n=1).str[0].str.split("_")
             frame["track"] = stems.str[0]
             frame["frame"] = stems.str[1]
+        if frame is not None:
+            rel_dir = str(OFFICIAL_TRAIN_DIR)
+            frame["rel_path"] = [f"{rel_dir}/{d}/{f}" for d, f in zip(frame["folder"].tolist(), frame["Filename"].tolist())]
+            frame["path"] = _join_all(root, frame["rel_path"])
             frame["split"] = "train"
-            frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], train_dir, problems)
+            if frame["track"].dtype != np.int64:
+                frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], train_dir, problems)
             folder_id = pd.to_numeric(frame["folder"], errors="coerce")
             wrong = (folder_id.notna() & (folder_id != frame["class_id"])).to_numpy()
             for p, d in zip(frame.loc[wrong, "path"], frame.loc[wrong, "folder"]):
@@ -156,14 +227,17 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
                 "problem": "test labels missing (GTSRB_Final_Test_GT.zip); test images skipped",
             })
         else:
-            frame = _read_csv(labels, ";", ("Filename", *_CSV_COLUMNS)).rename(columns=_CSV_COLUMNS)
+            frame = _clean_official_csvs([("", labels)], tracks=False)
+            clean = frame is not None
+            if frame is None:
+                frame = _read_csv(labels, ";", _OFFICIAL_HEADER).rename(columns=_CSV_COLUMNS)
             rel_dir = str(OFFICIAL_TEST_DIR)
-            frame["rel_path"] = [f"{rel_dir}/{f}" for f in frame["Filename"]]
+            frame["rel_path"] = [f"{rel_dir}/{f}" for f in frame["Filename"].tolist()]
             frame["path"] = _join_all(root, frame["rel_path"])
             frame["track"] = -1
             frame["frame"] = -1
             frame["split"] = "test"
-            parts.append(_to_int(frame, list(_CSV_COLUMNS.values()), labels, problems))
+            parts.append(frame if clean else _to_int(frame, list(_CSV_COLUMNS.values()), labels, problems))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CATALOG_COLUMNS))
 
 
@@ -236,6 +310,11 @@ def _check_images(frame: pd.DataFrame, verify: Verify, problems: list[dict], pro
     return keep
 
 
+def _drop(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``frame`` without the masked rows (no copy when there are none: the usual case)."""
+    return frame[~rows].reset_index(drop=True) if rows.any() else frame
+
+
 def read_catalog(
     root: str | Path,
     *,
@@ -267,26 +346,26 @@ def read_catalog(
     layout = detect_layout(root)
     problems: list[dict] = []
     frame = _official(root, problems) if layout == "official" else _kaggle(root, problems)
-    frame = frame[frame["split"].isin(splits)].reset_index(drop=True)
+    frame = _drop(frame, ~frame["split"].isin(splits).to_numpy())
 
     dup = frame.duplicated(subset=["path"], keep="first").to_numpy()
     for p in frame.loc[dup, "path"]:
         problems.append({"path": p, "problem": "duplicate row in the annotation CSV (first kept)"})
-    frame = frame[~dup].reset_index(drop=True)
+    frame = _drop(frame, dup)
 
     bad_class = ~frame["class_id"].between(0, NUM_CLASSES - 1).to_numpy()
     for p, c in zip(frame.loc[bad_class, "path"], frame.loc[bad_class, "class_id"]):
         problems.append({"path": p, "problem": f"class id {c} is outside 0..{NUM_CLASSES - 1}"})
-    frame = frame[~bad_class].reset_index(drop=True)
+    frame = _drop(frame, bad_class)
 
     if verify == "none":
-        exists = np.array([os.path.isfile(p) for p in frame["path"]], dtype=bool)
+        exists = _existing_files(frame["path"].tolist())
         for p in frame.loc[~exists, "path"]:
             problems.append({"path": p, "problem": "file missing"})
         keep = exists
     else:
         keep = _check_images(frame, verify, problems, progress)
-    frame = frame[keep].reset_index(drop=True)
+    frame = _drop(frame, ~keep)
 
     if len(frame):
         roi_bad = (
@@ -296,19 +375,20 @@ def read_catalog(
         ) & (frame["split"] != "meta")
         for p in frame.loc[roi_bad, "path"]:
             problems.append({"path": p, "problem": "ROI lies outside the image"})
-        frame = frame[~roi_bad.to_numpy()].reset_index(drop=True)
+        frame = _drop(frame, roi_bad.to_numpy())
 
-    frame["class_name"] = [class_name(int(c)) for c in frame["class_id"]]
+    names = {c: class_name(int(c)) for c in frame["class_id"].unique().tolist()}
+    frame["class_name"] = frame["class_id"].map(names)
     frame["track_id"] = np.where(frame["split"] == "train", frame["class_id"] * TRACK_ID_FACTOR + frame["track"], -1)
     for col in _INT_COLUMNS:
         frame[col] = frame[col].astype(np.int64)
-    order = {"train": 0, "test": 1, "meta": 2}
-    frame = (
-        frame.assign(_order=frame["split"].map(order))
-        .sort_values(["_order", "class_id", "rel_path"], kind="stable")
-        .drop(columns="_order")[list(CATALOG_COLUMNS)]
-        .reset_index(drop=True)
-    )
+    rank = {"train": 0, "test": 1, "meta": 2}
+    split_rank = np.array([rank[s] for s in frame["split"].unique().tolist()])
+    codes = split_rank[pd.factorize(frame["split"], sort=False)[0]] if len(frame) else np.zeros(0, np.int64)
+    # numpy sorts the unicode array in C (pandas would factorize the strings first)
+    rel = np.array(frame["rel_path"].tolist(), dtype=str)
+    order = np.lexsort((rel, frame["class_id"].to_numpy(), codes))
+    frame = frame.iloc[order][list(CATALOG_COLUMNS)].reset_index(drop=True)
     if strict and problems:
         first = problems[0]
         raise DataError(
