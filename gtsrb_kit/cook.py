@@ -25,6 +25,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,6 +46,7 @@ from gtsrb_kit.enhance import (
     apply_modes,
     check_mode,
     check_size,
+    keep_freed_memory,
     mode_channels,
     rank_equalize,
     resize_many,
@@ -77,14 +79,14 @@ def _package_version() -> str:
 COOK_ALGORITHM = 2  # bump when cooked pixels change for the same recipe (2: matrix resize)
 GZIP_LEVEL = 1
 # Every pixel dataset has a gzip filter, but deflate is the costliest step per byte here (this
-# zlib does 20-50 MB/s on these images) for little gain: RGB and L shrink by 1.12-1.2x,
+# zlib does 20-65 MB/s on these images) for little gain: RGB and L shrink by 1.12-1.2x,
 # equalized modes (flat histograms) by 1.0-1.08x. Only L chunks are deflated (run-length
 # strategy: the fastest, about 1.12-1.21x), which keeps the files under 1/8 of the course's
-# float64 arrays; other full chunks are stored with the filter skipped (HDF5's per-chunk filter
-# mask; every reader honours it). A partial last chunk is padded with zeros, so it is always
-# deflated.
+# float64 arrays; other chunks are stored with the filter skipped (HDF5's per-chunk filter mask;
+# every reader honours it). Chunks are sized so that a split's chunks are (nearly) equal
+# (:func:`_chunk_rows`): the last one is padded by fewer rows than there are chunks.
 COMPRESSED_MODES = frozenset({"L"})
-_IN_FLIGHT_PER_WORKER = 2
+_IN_FLIGHT_PER_WORKER = 4
 _GROUP_PIXELS = 16 * 48 * 48  # pixels per group of images enhanced together (16 at 48 px, 64 at 24 px)
 _GROUP_MAX = 64
 
@@ -152,17 +154,37 @@ def _read_file(path: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+# A binary 8-bit PPM (GTSRB's format): "P6", width, height, maxval 255, separated by whitespace
+# or comment lines, then one whitespace byte and the RGB pixels.
+_PPM_HEADER = re.compile(rb"P6(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(255)\s")
+
+
+def _ppm_pixels(data: bytes) -> np.ndarray | None:
+    """The RGB pixels of a binary 8-bit PPM, without copying (None for anything else)."""
+    header = _PPM_HEADER.match(data)
+    if header is None:
+        return None
+    width, height = int(header[1]), int(header[2])
+    count = width * height * 3
+    if not width or not height or len(data) - header.end() < count:
+        return None  # truncated: the generic decoder says what is wrong
+    return np.frombuffer(data, np.uint8, count=count, offset=header.end()).reshape(height, width, 3)
+
+
 def _decode(path: str) -> np.ndarray:
     import cv2
 
     data = _read_file(path)
+    pixels = _ppm_pixels(data)
+    if pixels is not None:
+        return pixels
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3:
         return decode_image_bytes(data, path)  # Pillow reads what OpenCV does not, or says why not
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # contiguous: reductions on a reversed view are slow
 
 
-def _filter_chunks(arrays: dict[_Variant, np.ndarray], partial: bool) -> dict[str, tuple[int, bytes]]:
+def _filter_chunks(arrays: dict[_Variant, np.ndarray]) -> dict[str, tuple[int, bytes]]:
     """Chunks as HDF5 stores them, with their filter masks (for ``write_direct_chunk``).
 
     HDF5's gzip filter stores a plain zlib stream, so the worker compresses with :mod:`zlib`
@@ -171,7 +193,7 @@ def _filter_chunks(arrays: dict[_Variant, np.ndarray], partial: bool) -> dict[st
     out: dict[str, tuple[int, bytes]] = {}
     for v, pixels in arrays.items():
         raw = np.ascontiguousarray(pixels).tobytes()
-        if partial or v.mode in COMPRESSED_MODES:
+        if v.mode in COMPRESSED_MODES:
             out[v.name] = (0, _deflate(raw))
         else:
             out[v.name] = (_FILTER_SKIPPED, raw)
@@ -254,7 +276,7 @@ def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[
         for variant in mine[key]:
             if variant.mode == "L-LHE":
                 arrays[variant][:task.rows, ..., 0] = equalized
-    return _filter_chunks(arrays, partial=task.rows < task.chunk_rows), problems
+    return _filter_chunks(arrays), problems
 
 
 def _hash_files(paths: Sequence[str]) -> list[str | None]:
@@ -277,6 +299,7 @@ def _init_worker() -> None:
     except ImportError:  # pragma: no cover
         pass
     set_single_thread_blas()
+    keep_freed_memory()
 
 
 # --------------------------------------------------------------------------- executor
@@ -310,9 +333,10 @@ def _executor(workers: int) -> Iterator[Any]:
         max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
     )
     try:
-        # Start every worker now, before any HDF5 file is open in this process (fork copies it).
-        for future in [pool.submit(_noop) for _ in range(workers)]:
-            future.result()
+        # Start every worker now, before any HDF5 file is open in this process (fork copies it):
+        # with fork, the first submit starts them all.
+        for _ in range(workers):
+            pool.submit(_noop)
         yield pool
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -374,7 +398,8 @@ def _recipe(variant: _Variant, *, scale: float, seed: int, val_fraction: float, 
         "seed": seed,
         "val_fraction": val_fraction,
         "keep_test_duplicates": keep_dups,
-        "compression": "gzip-rle" + ("" if variant.mode in COMPRESSED_MODES else "-last-chunk"),
+        "compression": "gzip-rle" if variant.mode in COMPRESSED_MODES else "none",
+        "chunks": "balanced",
         "source_fingerprint": fingerprint,
     }
 
@@ -470,12 +495,22 @@ def _split_columns(plan: SplitPlan, catalog: pd.DataFrame) -> dict[str, dict[str
     return columns
 
 
+def _chunk_rows(n: int) -> int:
+    """Rows per HDF5 chunk for ``n`` images: at most CHUNK_IMAGES, all chunks (nearly) the same size.
+
+    HDF5 stores an edge chunk whole; with equal chunks its padding is under one row per chunk,
+    so it can be stored uncompressed like the others.
+    """
+    chunks = max(1, -(-n // CHUNK_IMAGES))
+    return max(1, -(-n // chunks))
+
+
 def _write_file_header(handle: h5py.File, variant: _Variant, columns: dict[str, dict[str, np.ndarray]]) -> dict[str, h5py.Dataset]:
     """Create the datasets of one file and write everything except the pixels."""
     datasets: dict[str, h5py.Dataset] = {}
     for split in SPLITS:
         n = len(columns[split]["y"])
-        chunk_rows = max(1, min(CHUNK_IMAGES, n))
+        chunk_rows = _chunk_rows(n)
         shape = (n, variant.size, variant.size, variant.channels)
         if n:
             datasets[split] = handle.create_dataset(
@@ -520,7 +555,7 @@ def _tasks(plan: SplitPlan, catalog: pd.DataFrame, variants: tuple[_Variant, ...
     wh = catalog[["width", "height"]].to_numpy()
     for split in SPLITS:
         rows = plan.rows(split)
-        chunk_rows = max(1, min(CHUNK_IMAGES, len(rows)))
+        chunk_rows = _chunk_rows(len(rows))
         for chunk, start in enumerate(range(0, len(rows), chunk_rows)):
             part = rows[start:start + chunk_rows]
             is_meta = [split_col[i] == "meta" for i in part]
@@ -665,25 +700,26 @@ def cook_dataset(
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
 
-    catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
-    problems = list(catalog.attrs.get("problems", []))
-    if not (catalog["split"] == "train").any():
-        raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
-    plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction)
-    used = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
-    fingerprint = _fingerprint(catalog, np.sort(used))
-    recipes = {
-        v.name: _recipe(v, scale=scale, seed=seed, val_fraction=val_fraction,
-                        keep_dups=keep_test_duplicates, fingerprint=fingerprint)
-        for v in variants
-    }
-    pending = tuple(
-        v for v in variants
-        if force or _existing_recipe(out_dir / enhanced_filename(v.size, v.mode, v.roi)) != _recipe_json(recipes[v.name])
-    )
-    skipped_images = 0
-    if pending:
-        with _executor(workers) as executor:
+    # Workers start (fork) now and get ready while this process reads the catalog.
+    with _executor(workers) as executor:
+        catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
+        problems = list(catalog.attrs.get("problems", []))
+        if not (catalog["split"] == "train").any():
+            raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
+        plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction)
+        used = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
+        fingerprint = _fingerprint(catalog, np.sort(used))
+        recipes = {
+            v.name: _recipe(v, scale=scale, seed=seed, val_fraction=val_fraction,
+                            keep_dups=keep_test_duplicates, fingerprint=fingerprint)
+            for v in variants
+        }
+        pending = tuple(
+            v for v in variants
+            if force or _existing_recipe(out_dir / enhanced_filename(v.size, v.mode, v.roi)) != _recipe_json(recipes[v.name])
+        )
+        skipped_images = 0
+        if pending:
             if not keep_test_duplicates:
                 dup_tracks = _find_duplicate_tracks(catalog, plan, executor, workers, progress)
                 if dup_tracks:

@@ -155,7 +155,8 @@ def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
 
 
-def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None,
+                *, planar: bool = False) -> list[np.ndarray]:
     """:func:`resize_image` of one image to several sizes, sharing the work along the columns.
 
     The image is taken channel by channel (planes stacked): one product resizes the columns of
@@ -167,9 +168,12 @@ def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarra
         image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
         sizes: Output sides.
         out: Optional destinations, one contiguous float64 array per size (e.g. rows of a batch).
+        planar: Return (and write) ``(C, s, s)`` planes instead of ``(s, s, C)`` images: no
+            interleaving, and the layout the ``*_planar`` mode functions work on fastest.
 
     Returns:
-        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1] (``out`` if given).
+        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``; ``(C, s, s)`` if ``planar``), in
+        [0, 1] (``out`` if given).
     """
     import cv2
 
@@ -183,9 +187,16 @@ def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarra
     outs = []
     start = 0
     for k, s in enumerate(sizes):
+        dst = None if out is None else out[k]
+        if planar:
+            result = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s], out=dst)  # (depth, s, s)
+            start += s
+            if flat:
+                result.fill(lo / 255.0)
+            outs.append(result)
+            continue
         resized = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s])  # (depth, s, s)
         start += s
-        dst = None if out is None else out[k]
         if image.ndim == 2:
             result = resized[0]
         elif 1 < depth <= 4:  # interleave the planes (into dst, where given)
@@ -263,6 +274,30 @@ def single_thread_blas() -> Iterator[None]:
             put(before)
 
 
+def keep_freed_memory(limit_mib: int = 256) -> bool:
+    """Make glibc's ``malloc`` keep freed blocks of up to ``limit_mib`` in this process (worker processes).
+
+    The batch functions here allocate many temporaries of a few hundred KiB. By default glibc
+    hands blocks that large back to the kernel when freed (``mmap``/trim), so every new one
+    costs page faults: on small batches that doubles or triples their run time. With these
+    settings the process keeps its high-water mark of memory instead (a few tens of MiB).
+    Process-wide and permanent: meant for the worker processes of :mod:`gtsrb_kit.cook`.
+
+    Returns:
+        True where applied (glibc), False elsewhere (a no-op).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    limit = int(limit_mib) << 20
+    return bool(mallopt(m_mmap_threshold, limit) and mallopt(m_trim_threshold, 2 * limit)
+                and mallopt(m_top_pad, 16 << 20))
+
+
 def set_single_thread_blas() -> None:
     """Make numpy's OpenBLAS single-threaded in this process for good (worker processes)."""
     funcs = _openblas_threads()
@@ -276,10 +311,13 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
-    """``round(255 * values)`` as ``uint8`` (values in [0, 1])."""
+    """``round(255 * values)`` as ``uint8``, rounding half to even.
+
+    ``values`` must lie in [0, 1] up to float rounding (every mode's output does); nothing is
+    clipped, which saves a pass over the data.
+    """
     out = np.multiply(values, 255.0)
     np.rint(out, out=out)
-    np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
 
 
@@ -307,31 +345,36 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     if n == 0:
         return images.astype(np.float64)
     flat = images.reshape(n, -1)
+    npix = flat.shape[1]
     lo = flat.min(axis=1)
     hi = flat.max(axis=1)
     same = lo == hi
     lo = np.where(same, lo - 0.5, lo)
     hi = np.where(same, hi + 0.5, hi)
-    edges = np.linspace(lo, hi, _NBINS + 1, endpoint=True, axis=-1)  # (n, 257), as np.histogram
+    # np.histogram's edges, np.linspace(lo, hi, 257) per row, computed as linspace does
+    edges = np.arange(_NBINS + 1, dtype=np.float64)[None, :] * ((hi - lo) / _NBINS)[:, None]
+    edges += lo[:, None]
+    edges[:, -1] = hi
     # Fractional bin positions only locate a value's bin and its side of the bin centre: values
     # within _EDGE_BAND of an edge or a centre are then decided exactly, so rounding here is harmless.
     pos = flat - lo[:, None]
     pos *= (_NBINS / (hi - lo))[:, None]
-    idx = pos.astype(np.intp)
+    idx = pos.astype(np.intp)  # intp: np.take is several times slower with other index types
     np.minimum(idx, _NBINS - 1, out=idx)  # hi itself belongs to the last bin
     frac = pos - idx
-    rows = np.arange(n, dtype=np.intp)[:, None]
     frac -= 0.5
+    ravel_idx, ravel_frac = idx.ravel(), frac.ravel()
     near = np.flatnonzero(np.abs(frac) > 0.5 - _EDGE_BAND)  # near an edge (or past the last one)
     if len(near):
-        r = np.broadcast_to(rows, idx.shape).ravel()[near]
+        r = near // npix
         v = flat.ravel()[near]
-        k = idx.ravel()[near]
+        k = ravel_idx[near]
         k = k - (v < edges[r, k])
         k = k + ((v >= edges[r, k + 1]) & (k != _NBINS - 1))
-        moved = k != idx.ravel()[near]
-        idx.ravel()[near] = k
-        frac.ravel()[near[moved]] = pos.ravel()[near[moved]] - k[moved] - 0.5
+        moved = k != ravel_idx[near]
+        ravel_idx[near] = k
+        ravel_frac[near[moved]] = pos.ravel()[near[moved]] - k[moved] - 0.5
+    rows = np.arange(n, dtype=np.intp)[:, None]
     hist = np.bincount((idx + rows * _NBINS).ravel(), minlength=n * _NBINS)
     cdf = hist.reshape(n, _NBINS).cumsum(axis=1)
     cdf = cdf / cdf[:, -1:].astype(np.float64)
@@ -340,8 +383,8 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     j1 = idx + (frac >= 0)  # j + 1: an index into the padded table below
     near = np.flatnonzero(np.abs(frac) < _EDGE_BAND)
     if len(near):
-        r = np.broadcast_to(rows, idx.shape).ravel()[near]
-        k = idx.ravel()[near]
+        r = near // npix
+        k = ravel_idx[near]
         j1.ravel()[near] = k + (flat.ravel()[near] >= centers[r, k])
     # Rows padded to 257 entries: j = -1 (left of the first centre) and j = 255 (right of the
     # last) read constant segments (slope 0, value cdf[0] / cdf[-1]), as np.interp returns.
@@ -354,8 +397,11 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     y0[:, 1:] = cdf
     y0[:, 0] = cdf[:, 0]
     j1 += rows * (_NBINS + 1)
-    at = j1.ravel().astype(np.int32)  # np.take is several times faster with int32 indices
-    out = np.take(slopes.ravel(), at) * (flat.ravel() - np.take(x0.ravel(), at)) + np.take(y0.ravel(), at)
+    at = j1.ravel()
+    out = np.take(x0.ravel(), at)
+    np.subtract(flat.ravel(), out, out=out)
+    out *= np.take(slopes.ravel(), at)
+    out += np.take(y0.ravel(), at)
     return out.reshape(images.shape)
 
 

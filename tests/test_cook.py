@@ -381,3 +381,41 @@ def test_synth_then_cook_with_defaults_then_info(tmp_path: Path, monkeypatch: py
     assert runner.invoke(app, ["info", "data"]).stdout.count("set-") == 8
     code, message = _failure(runner.invoke(app, ["info", "data/set-99x99-RGB.h5"]))
     assert code == 1 and "no such file" in message
+
+
+def test_ppm_fast_decoder_agrees_with_pillow_or_steps_aside(tmp_path: Path) -> None:
+    """Cook reads binary PPMs itself (header comments included); anything else goes to OpenCV/Pillow."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    body = pixels.tobytes()
+    variants = {
+        "plain.ppm": b"P6\n5 7\n255\n" + body,
+        "comments.ppm": b"P6\n# made by a camera\n5 # width\n7\n# depth next\n255\n" + body,
+        "spaces.ppm": b"P6 5\t7 255 " + body,
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        assert cook_module._ppm_pixels(data) is not None, name
+        np.testing.assert_array_equal(cook_module._decode(str(tmp_path / name)), pixels)
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name).convert("RGB")), pixels)
+    # not for the fast path: 16-bit samples, ASCII PPM, a truncated body, PNG
+    assert cook_module._ppm_pixels(b"P6\n5 7\n65535\n" + body * 2) is None
+    assert cook_module._ppm_pixels(b"P3\n1 1\n255\n1 2 3\n") is None
+    assert cook_module._ppm_pixels(b"P6\n5 7\n255\n" + body[:-1]) is None
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    np.testing.assert_array_equal(cook_module._decode(str(tmp_path / "image.png")), pixels)
+    (tmp_path / "short.ppm").write_bytes(b"P6\n5 7\n255\n" + body[:-1])
+    with pytest.raises(DataError, match="short.ppm: unreadable image"):
+        cook_module._decode(str(tmp_path / "short.ppm"))
+
+
+def test_chunks_are_balanced() -> None:
+    """At most CHUNK_IMAGES rows per chunk, no more chunks than needed, and the last one barely padded."""
+    from gtsrb_kit.store import CHUNK_IMAGES
+
+    for n in [*range(1, 600), 2526, 12630, 25733]:
+        rows = cook_module._chunk_rows(n)
+        chunks = -(-n // rows)
+        assert rows <= CHUNK_IMAGES and chunks == -(-n // CHUNK_IMAGES) and chunks * rows - n < chunks, n
