@@ -12,7 +12,8 @@ same batch size,
 * ``ImageDataGenerator`` (``keras.src.legacy.preprocessing.image``) with the course's settings
   (rotation 10, shifts 0.1, zoom 0.2, shear 0.1, nearest fill), iterated through ``.flow``;
 * this package's pipeline (``tf.data``: gather, augment, float conversion, prefetch) for each
-  path (``batch``, ``tf``, ``albumentations``) with the ``fidle`` preset, and ``strong`` too.
+  path (``auto``, the default, then ``batch``, ``tf``, ``albumentations``) with the ``fidle``
+  preset, and ``strong`` too.
 
 Measurements are interleaved: each of ``--rounds`` rounds times ImageDataGenerator and then
 every config, and each ratio is taken within its round, so both sides of a ratio ran under the
@@ -120,7 +121,7 @@ def bench_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, round
 
 
 CONFIGS: tuple[tuple[str, str], ...] = (
-    ("fidle", "batch"), ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "batch"), ("strong", "tf"),
+    ("fidle", "auto"), ("fidle", "batch"), ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "batch"), ("strong", "tf"),
     ("strong", "albumentations"), ("none", "batch"),
 )
 

@@ -14,16 +14,17 @@ No preset ever flips: a mirrored "Dangerous curve to the left" is a "Dangerous c
 
 Paths (:data:`PATHS`) apply the same distributions in different ways:
 
-* ``batch`` (default, fastest on CPU): all random matrices of a batch are drawn in one vectorised
+* ``batch`` (the fastest on CPU for most shapes): all random matrices of a batch are drawn in one vectorised
   step from a numpy ``Generator`` seeded by ``(seed, batch number)``, then ``cv2.warpAffine`` /
   ``cv2.warpPerspective`` run per image and the photometric steps run vectorised, all inside
   ONE ``tf.numpy_function`` per batch.
 * ``tf``: TensorFlow's ``ImageProjectiveTransformV3`` and stateless random ops, in-graph (runs on
-  GPU when the pipeline does, no Python in the loop).
+  GPU when the pipeline does, no Python in the loop): the fastest for small images.
 * ``albumentations``: an ``albumentations.Compose`` per image (slowest: per-call overhead), the
   way to use any pipeline of your own: ``Augmenter(A.Compose([...]))``.
 
-Every path is deterministic: batch ``k`` of a run with seed ``s`` gets the same draws whatever
+``auto`` (the default) picks, per image shape, the path the benchmark found faster
+(:func:`choose_path`). Every path is deterministic: batch ``k`` of a run with seed ``s`` gets the same draws whatever
 the thread scheduling, so the same seed gives the same training images.
 """
 
@@ -42,7 +43,12 @@ from gtsrb_kit.errors import ConfigError
 PRESETS: tuple[str, ...] = ("none", "fidle", "strong")
 PATHS: tuple[str, ...] = ("batch", "tf", "albumentations")
 DEFAULT_PRESET = "strong"
-DEFAULT_PATH = "batch"
+DEFAULT_PATH = "auto"
+# ``auto`` takes the tf path for affine-only presets on images of at most this many values
+# (24x24x3, 32x32x1): there per-image Python work makes the batch path the slower one
+# (benchmarks/bench_augment.py: fidle at 24x24x1, tf 18-21x ImageDataGenerator, batch 9-12x;
+# at 48x48x3, batch 15-18x, tf 10x; with photometric steps, batch wins at every size).
+TF_PATH_MAX_VALUES = 24 * 24 * 3
 
 
 @dataclass(frozen=True)
@@ -87,12 +93,28 @@ def check_preset(preset: str) -> str:
 
 
 def check_path(path: str) -> str:
-    """Return ``path`` if known (``auto`` means :data:`DEFAULT_PATH`), else raise :class:`ConfigError`."""
+    """Return ``path`` if known (``auto`` or one of :data:`PATHS`), else raise :class:`ConfigError`."""
     if path == "auto":
-        return DEFAULT_PATH
+        return path
     if path not in PATHS:
         raise ConfigError(f"unknown augmentation path {path!r}; use one of auto, {', '.join(PATHS)}")
     return path
+
+
+def choose_path(path: str, params: AugmentParams, shape: Any) -> str:
+    """The path used for images of ``shape`` (H, W, C): ``path`` itself unless it is ``auto``.
+
+    ``auto`` is the ``tf`` path for presets without photometric or perspective steps on images
+    of at most :data:`TF_PATH_MAX_VALUES` values, otherwise the ``batch`` path.
+    """
+    path = check_path(path)
+    if path != "auto":
+        return path
+    dims = [d for d in shape] if shape is not None else []
+    known = len(dims) == 3 and all(isinstance(d, int) for d in dims)
+    small = known and dims[0] * dims[1] * dims[2] <= TF_PATH_MAX_VALUES
+    affine_only = not params.photometric and not params.perspective
+    return "tf" if small and affine_only else "batch"
 
 
 # --------------------------------------------------------------------------- random matrices (numpy)
@@ -350,8 +372,8 @@ class Augmenter:
     Args:
         preset: A name of :data:`PRESETS`, or an ``albumentations`` transform/Compose of your own
             (it must not flip; it is applied per image).
-        path: ``auto`` (:data:`DEFAULT_PATH`), ``batch``, ``tf`` or ``albumentations``. A custom
-            pipeline always uses ``albumentations``.
+        path: ``auto`` (per image shape, see :func:`choose_path`), ``batch``, ``tf`` or
+            ``albumentations``. A custom pipeline always uses ``albumentations``.
         seed: Base seed; batch ``k`` draws from ``(seed, k)``.
     """
 
@@ -375,6 +397,10 @@ class Augmenter:
     def __repr__(self) -> str:
         return f"Augmenter(preset={self.preset!r}, path={self.path!r}, seed={self.seed})"
 
+    def path_for(self, shape: Any) -> str:
+        """The path used for images of ``shape`` (H, W, C) (resolves ``auto``)."""
+        return choose_path(self.path, self.params, shape)
+
     @property
     def is_identity(self) -> bool:
         """True for the ``none`` preset."""
@@ -396,9 +422,10 @@ class Augmenter:
             raise ConfigError(f"augmentation needs a uint8 batch (N, H, W, C); got {images.dtype} {images.shape}")
         if self.is_identity:
             return images.copy()
-        if self.path == "batch":
+        path = self.path_for(tuple(int(d) for d in images.shape[1:]))
+        if path == "batch":
             return augment_batch_numpy(images, self.params, _rng(self.seed, counter))
-        if self.path == "tf":
+        if path == "tf":
             return np.asarray(_tf_augment(images, [self.seed, int(counter)], self.params))
         pipe = self._albu()
         pipe.set_random_seed(int(_rng(self.seed, counter).integers(0, 2**31 - 1)))
@@ -419,7 +446,7 @@ class Augmenter:
 
         if self.is_identity:
             return images
-        if self.path == "tf":
+        if self.path_for(tuple(images.shape[1:])) == "tf":
             seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(counter, tf.int64)])
             out = _tf_augment(images, seed, self.params)
         else:
@@ -509,6 +536,7 @@ def preview_grid(
                     ax.set_title(name[:28], fontsize=4.5)
             elif r == 0:
                 ax.set_title(f"draw {c}", fontsize=6)
-    fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); first column: original", fontsize=8)
+    fig.suptitle(f"augmentation {aug.preset} ({aug.path_for(originals.shape[1:])} path, seed {seed}); "
+                 "first column: original", fontsize=8)
     fig.tight_layout()
     return save_png(fig, out_png, dpi=110)

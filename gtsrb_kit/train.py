@@ -424,7 +424,8 @@ def train(
     class_names = [str(n) for n in info.get("class_names") or []] or [str(i) for i in range(num_classes)]
 
     args = {
-        "data": str(data.resolve()), "model": model, "augment": augmenter.preset, "augment_path": augmenter.path,
+        "data": str(data.resolve()), "model": model, "augment": augmenter.preset,
+        "augment_path": augmenter.path_for(input_shape),
         "epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "learning_rate": lr,
         "lr_schedule": schedule, "early_stopping": early_stopping, "devices": devices,
         "mixed_precision": mixed_precision, "label_smoothing": float(label_smoothing),
@@ -531,7 +532,7 @@ def train(
         "size": preprocessing["size"], "mode": preprocessing["mode"], "roi": preprocessing["roi"],
         "seed": int(seed),
         "augment": augmenter.preset,
-        "augment_path": augmenter.path,
+        "augment_path": augmenter.path_for(input_shape),
         "batch_size": int(batch_size),
         "learning_rate": lr,
         "lr_schedule": schedule,

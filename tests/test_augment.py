@@ -54,6 +54,24 @@ def test_invariants(preset: str, path: str, shape: tuple[int, int, int, int]) ->
         assert (f[..., 1].mean(axis=(1, 2)) < f[..., 0].mean(axis=(1, 2))).all()
 
 
+def test_auto_path_follows_the_benchmark() -> None:
+    """auto: in-graph tf for affine-only presets on small images, the batch path everywhere else."""
+    from gtsrb_kit.augment import choose_path
+
+    fidle, strong = Augmenter("fidle"), Augmenter("strong")
+    assert fidle.path == "auto" and fidle.path_for((24, 24, 1)) == "tf" and fidle.path_for((24, 24, 3)) == "tf"
+    assert fidle.path_for((48, 48, 3)) == "batch" and fidle.path_for((48, 48, 1)) == "batch"
+    assert fidle.path_for((None, None, 1)) == "batch"  # unknown static shape
+    assert strong.path_for((24, 24, 1)) == "batch"  # photometric steps: batch wins at every size
+    assert Augmenter("fidle", path="batch").path_for((24, 24, 1)) == "batch"
+    assert choose_path("albumentations", fidle.params, (24, 24, 1)) == "albumentations"
+    small, large = ramp_batch(4, 24, 1), ramp_batch(4, 48, 3)
+    assert np.array_equal(fidle(small, counter=2), Augmenter("fidle", path="tf")(small, counter=2))
+    assert np.array_equal(fidle(large, counter=2), Augmenter("fidle", path="batch")(large, counter=2))
+    with pytest.raises(ConfigError, match="unknown augmentation path 'gpu'"):
+        Augmenter("fidle", path="gpu")
+
+
 def test_homographies_never_mirror() -> None:
     params = Augmenter("strong").params
     mats = random_homographies(np.random.default_rng(0), 2000, 32, 32, params)
