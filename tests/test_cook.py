@@ -419,3 +419,18 @@ def test_chunks_are_balanced() -> None:
         rows = cook_module._chunk_rows(n)
         chunks = -(-n // rows)
         assert rows <= CHUNK_IMAGES and chunks == -(-n // CHUNK_IMAGES) and chunks * rows - n < chunks, n
+
+
+def test_shared_slots_are_reused_without_mixing_chunks(small_root: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny chunks: many more tasks than shared slots, so every slot is reused many times."""
+    monkeypatch.setattr(cook_module, "CHUNK_IMAGES", 4)
+    args = dict(sizes=(16, 20), modes=("RGB", "L"), scale=1.0, seed=1)
+    pooled = cook_dataset(small_root, tmp_path / "pool", workers=2, **args)
+    inline = cook_dataset(small_root, tmp_path / "inline", workers=1, **args)
+    assert not cook_module._SHARED, "the shared buffer outlived its pool"
+    for a, b in zip(pooled, inline):
+        with h5py.File(a.path) as fa:
+            chunks = sum(fa[f"x_{split}"].id.get_num_chunks() for split in ("train", "val", "test", "meta"))
+            assert fa["x_train"].chunks[0] <= 4 and chunks > 2 * (2 * cook_module._IN_FLIGHT_PER_WORKER + 1)
+        assert a.path.read_bytes() == b.path.read_bytes(), a.variant
