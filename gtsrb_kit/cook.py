@@ -442,14 +442,15 @@ def _fingerprint(catalog: pd.DataFrame, rows: np.ndarray) -> str:
     digest = hashlib.sha256()
     sub = catalog.iloc[rows]
     cols = ["split", "rel_path", "class_id", "width", "height", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "track_id"]
-    for values in zip(*(sub[c].tolist() for c in cols), strict=True):
-        digest.update(("\t".join(map(str, values)) + "\n").encode("utf-8"))
-    for path in sub["path"]:
+    rows_text = "".join("\t".join(map(str, values)) + "\n" for values in zip(*(sub[c].tolist() for c in cols), strict=True))
+    digest.update(rows_text.encode("utf-8"))
+    sizes = []
+    for path in sub["path"].tolist():
         try:
-            size = os.stat(path).st_size
+            sizes.append(f"{os.stat(path).st_size}\n")
         except OSError:
-            size = -1
-        digest.update(f"{size}\n".encode())
+            sizes.append("-1\n")
+    digest.update("".join(sizes).encode())
     return digest.hexdigest()
 
 
