@@ -138,8 +138,14 @@ def _image_list(root: Path, scale: float, seed: int, out: Path) -> int:
     from gtsrb_kit.catalog import read_catalog
     from gtsrb_kit.split import plan_split
 
+    from gtsrb_kit.cook import _find_duplicate_tracks, _InlineExecutor
+
     catalog = read_catalog(root, verify="none")
     plan = plan_split(catalog, scale=scale, seed=seed)
+    # the images cook uses: without the training tracks that duplicate a test image
+    dropped = _find_duplicate_tracks(catalog, plan, _InlineExecutor(), 1, None)
+    if dropped:
+        plan = plan_split(catalog, scale=scale, seed=seed, drop_tracks=dropped)
     import numpy as np
 
     rows = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
