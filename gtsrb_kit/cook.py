@@ -371,44 +371,75 @@ class _Slots:
     count: int
 
 
-@contextlib.contextmanager
-def _executor(workers: int, slot_bytes: int = 0) -> Iterator[tuple[Any, _Slots | None]]:
-    """A process pool (in-process for ``workers <= 1``) and, with fork, its shared chunk slots."""
-    if workers <= 1:
-        yield _InlineExecutor(), None
-        return
-    # fork is fastest, but unsafe once TensorFlow (threads) is loaded in this process
-    methods = multiprocessing.get_all_start_methods()
-    method = "fork" if "fork" in methods and "tensorflow" not in sys.modules else "spawn"
-    if method == "spawn" and "forkserver" in methods:
-        method = "forkserver"
-    slots = None
-    count = min(workers * _IN_FLIGHT_PER_WORKER + 1, _SHARED_LIMIT // max(1, slot_bytes))
-    if method == "fork" and slot_bytes and count >= 3 and not _SHARED:
-        import mmap
+class _Workers:
+    """The worker pool of one cook, started on first use (in-process for ``workers <= 1``).
 
-        buffer = mmap.mmap(-1, slot_bytes * count)  # anonymous and shared: forked workers inherit it
-        slots = _Slots(buffer, slot_bytes, count)
-        _SHARED.update(buffer=buffer, address=np.frombuffer(buffer, np.uint8).__array_interface__["data"][0])
-    pool = cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
-    )
-    try:
-        # Start every worker now, before any HDF5 file is open in this process (fork copies it):
-        # with fork, the first submit starts them all.
-        for _ in range(workers):
-            pool.submit(_noop)
-        yield pool, slots
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
-    finally:
-        if slots is not None:
+    With fork (the fast, usual case) :meth:`start` runs at once, so that the workers get ready
+    while this process reads the catalog and before any HDF5 file is open here (fork would copy
+    it); the shared chunk slots are mapped just before. Spawned workers (once TensorFlow's
+    threads are loaded, fork is unsafe) cost seconds to start, so they wait until there is work.
+    """
+
+    def __init__(self, workers: int, slot_bytes: int) -> None:
+        self.workers = workers
+        self.slot_bytes = slot_bytes
+        self.pool: Any = None
+        self.slots: _Slots | None = None
+        methods = multiprocessing.get_all_start_methods()
+        self.method = "fork" if "fork" in methods and "tensorflow" not in sys.modules else "spawn"
+        if self.method == "spawn" and "forkserver" in methods:
+            self.method = "forkserver"
+
+    def start(self) -> tuple[Any, _Slots | None]:
+        """The executor (started if needed) and its shared slots (None: results come by pipe)."""
+        if self.pool is not None:
+            return self.pool, self.slots
+        if self.workers <= 1:
+            self.pool = _InlineExecutor()
+            return self.pool, None
+        count = min(self.workers * _IN_FLIGHT_PER_WORKER + 1, _SHARED_LIMIT // max(1, self.slot_bytes))
+        if self.method == "fork" and self.slot_bytes and count >= 3 and not _SHARED:
+            import mmap
+
+            buffer = mmap.mmap(-1, self.slot_bytes * count)  # anonymous and shared: forked workers inherit it
+            self.slots = _Slots(buffer, self.slot_bytes, count)
+            _SHARED.update(buffer=buffer, address=np.frombuffer(buffer, np.uint8).__array_interface__["data"][0])
+        main = sys.modules.get("__main__")
+        if self.method != "fork" and main is not None and not hasattr(main, "__spec__"):
+            # Jupyter kernels' __main__ lacks __spec__, which the spawn machinery reads; None is what
+            # Python itself sets for interactive sessions
+            main.__spec__ = None
+        self.pool = cf.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context(self.method), initializer=_init_worker
+        )
+        for _ in range(self.workers):  # with fork, the first submit starts them all
+            self.pool.submit(_noop)
+        return self.pool, self.slots
+
+    def close(self, failed: bool) -> None:
+        if self.pool is not None and not isinstance(self.pool, _InlineExecutor):
+            if failed:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                self.pool.shutdown(wait=True)
+        if self.slots is not None:
             _SHARED.clear()
             with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
-                slots.buffer.close()
+                self.slots.buffer.close()
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, slot_bytes: int = 0) -> Iterator[_Workers]:
+    pool = _Workers(workers, slot_bytes)
+    if pool.method == "fork":
+        pool.start()
+    try:
+        yield pool
+    except BaseException:
+        pool.close(failed=True)
+        raise
+    else:
+        pool.close(failed=False)
 
 
 def _ordered(executor: Any, fn: Any, items: Iterable[Any], window: int) -> Iterator[tuple[Any, Any]]:
@@ -776,8 +807,7 @@ def cook_dataset(
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
 
-    # Workers start (fork) now and get ready while this process reads the catalog.
-    with _executor(workers, _slot_bytes(variants)) as (executor, slots):
+    with _worker_pool(workers, _slot_bytes(variants)) as pool:
         catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
         problems = list(catalog.attrs.get("problems", []))
         if not (catalog["split"] == "train").any():
@@ -796,6 +826,7 @@ def cook_dataset(
         )
         skipped_images = 0
         if pending:
+            executor, slots = pool.start()
             if not keep_test_duplicates:
                 dup_tracks = _find_duplicate_tracks(catalog, plan, executor, workers, progress)
                 if dup_tracks:

@@ -434,3 +434,30 @@ def test_shared_slots_are_reused_without_mixing_chunks(small_root: Path, tmp_pat
             chunks = sum(fa[f"x_{split}"].id.get_num_chunks() for split in ("train", "val", "test", "meta"))
             assert fa["x_train"].chunks[0] <= 4 and chunks > 2 * (2 * cook_module._IN_FLIGHT_PER_WORKER + 1)
         assert a.path.read_bytes() == b.path.read_bytes(), a.variant
+
+
+def test_spawned_workers_once_tensorflow_is_loaded(small_root: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TensorFlow loaded, fork is unsafe: workers are spawned (lazily: not for a skip), results
+    come through the pipe, and a Jupyter-like __main__ without __spec__ does not break it."""
+    import types
+
+    args = dict(sizes=(16,), modes=("RGB", "L"), scale=0.5, seed=2)
+    inline = cook_dataset(small_root, tmp_path / "inline", workers=1, **args)
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    monkeypatch.delattr(sys.modules["__main__"], "__spec__", raising=False)
+    started: list[str] = []
+    original = cook_module._Workers.start
+
+    def start(self):  # noqa: ANN001, ANN202
+        started.append(self.method)
+        return original(self)
+
+    monkeypatch.setattr(cook_module._Workers, "start", start)
+    spawned = cook_dataset(small_root, tmp_path / "spawned", workers=2, **args)
+    assert started == ["forkserver"] or started == ["spawn"]
+    for a, b in zip(spawned, inline):
+        assert a.path.read_bytes() == b.path.read_bytes(), a.variant
+    started.clear()
+    again = cook_dataset(small_root, tmp_path / "spawned", workers=2, **args)
+    assert all(r.skipped for r in again) and started == [], "a skip must not start spawned workers"
