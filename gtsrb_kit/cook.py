@@ -55,7 +55,7 @@ from gtsrb_kit.enhance import (
     single_thread_blas,
 )
 from gtsrb_kit.errors import ConfigError, DataError
-from gtsrb_kit.fileio import atomic_path
+from gtsrb_kit.fileio import atomic_path, remove_stale_temporaries
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.split import SplitPlan, check_fraction, plan_split
 from gtsrb_kit.store import CHUNK_IMAGES, CREATED_BY, SCHEMA_VERSION, SPLITS, enhanced_filename
@@ -698,6 +698,7 @@ def _cook_files(
         handles: dict[str, h5py.File] = {}
         datasets: dict[str, dict[str, h5py.Dataset]] = {}
         for v in variants:
+            remove_stale_temporaries(out_dir / enhanced_filename(v.size, v.mode, v.roi))  # of killed cooks
             tmp = stack.enter_context(atomic_path(out_dir / enhanced_filename(v.size, v.mode, v.roi)))
             _public_mode(tmp)
             handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         final: Where the finished file must end up. Its folder must exist.
     """
     final = Path(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{_owner()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; finished files get the usual mode
@@ -37,6 +39,50 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _owner() -> str:
+    """``host~pid`` of this process, for temporary names (host: folders may be shared by nodes)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}~{os.getpid()}"
+
+
+def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that killed writers of ``final`` left behind.
+
+    A temporary file (see :func:`atomic_path`) is stale when it was made on this host by a
+    process that no longer runs. Files of live processes and of other hosts (a folder shared by
+    cluster nodes) are left alone.
+
+    Returns:
+        The paths removed.
+    """
+    final = Path(final)
+    host = _owner().split("~")[0]
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.{re.escape(host)}~(\d+)\..*\.tmp$")
+    removed: list[Path] = []
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if match is None or _process_alive(int(match[1])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (final.parent / name).unlink()
+            removed.append(final.parent / name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

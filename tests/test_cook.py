@@ -263,7 +263,15 @@ def test_killed_cook_leaves_no_final_file_and_rerun_completes(small_root: Path, 
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert sorted(out.glob("set-*.h5")) == []  # nothing under a final name
+    left = sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
+    assert left and all(f"~{proc.pid}." in name for name in left)  # host~pid of the killed writer
+    # not stale: a temporary of a live process, and one from another node sharing the folder
+    alive = out / f".set-16x16-L.h5.{left[0].split('.')[3].split('~')[0]}~{os.getpid()}.x.tmp"
+    other_host = out / f".set-16x16-L.h5.another-node~{proc.pid}.y.tmp"
+    alive.write_bytes(b"")
+    other_host.write_bytes(b"")
     results = cook_dataset(small_root, out, sizes=(16,), modes=("L", "RGB"), workers=1)
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == sorted([alive.name, other_host.name])
     assert [r.path.name for r in results] == ["set-16x16-L.h5", "set-16x16-RGB.h5"]
     assert sorted(p.name for p in out.glob("set-*.h5")) == ["set-16x16-L.h5", "set-16x16-RGB.h5"]
     assert load_split(results[0].path, "train")[0].shape[0] == results[0].counts["train"]
