@@ -194,13 +194,15 @@ def _decode(path: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # contiguous: reductions on a reversed view are slow
 
 
+def _region_bytes(variant: _Variant, rows: int) -> int:
+    """Bytes of one variant's chunk in a slot: the pixels, plus zlib's worst-case growth if deflated."""
+    raw = rows * variant.size * variant.size * variant.channels
+    return raw + (raw // 100 + 1024 if variant.mode in COMPRESSED_MODES else 0)  # > zlib's compressBound
+
+
 def _slot_bytes(variants: Sequence[_Variant]) -> int:
-    """Bytes of one task's slot: every variant's chunk, with room for deflate's worst case."""
-    total = 0
-    for v in variants:
-        raw = CHUNK_IMAGES * v.size * v.size * v.channels
-        total += raw + (raw // 100 + 1024 if v.mode in COMPRESSED_MODES else 0)
-    return total
+    """Bytes of one task's slot: every variant's chunk of the largest chunk size."""
+    return sum(_region_bytes(v, CHUNK_IMAGES) for v in variants)
 
 
 def _chunk_arrays(task: _Task) -> dict[_Variant, np.ndarray]:
@@ -213,10 +215,9 @@ def _chunk_arrays(task: _Task) -> dict[_Variant, np.ndarray]:
         if shared is None:
             arrays[v] = np.zeros(shape, np.uint8)
             continue
-        count = int(np.prod(shape))
-        arrays[v] = np.frombuffer(shared, np.uint8, count=count, offset=offset).reshape(shape)
+        arrays[v] = np.frombuffer(shared, np.uint8, count=int(np.prod(shape)), offset=offset).reshape(shape)
         arrays[v][task.rows:] = 0
-        offset += count + (count // 100 + 1024 if v.mode in COMPRESSED_MODES else 0)
+        offset += _region_bytes(v, task.chunk_rows)
     return arrays
 
 
