@@ -47,8 +47,9 @@ def train_command(
     preset: Annotated[str | None, typer.Option("--preset", help="Augmentation preset: none, fidle or strong; "
                                                "implies --augment. Default with --augment: strong.",
                                                show_default=False)] = None,
-    augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: auto, batch "
-                                              "(numpy+OpenCV per batch), tf (in-graph) or albumentations.")] = "auto",
+    augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: auto (the faster of "
+                                              "the next two for the image size), batch (numpy+OpenCV per batch), "
+                                              "tf (in-graph) or albumentations.")] = "auto",
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (also when resuming).")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 64,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder. Default: <runs dir>/<model>-"
