@@ -402,9 +402,13 @@ class _Workers:
         if self.method == "fork" and self.slot_bytes and count >= 3 and not _SHARED:
             import mmap
 
-            buffer = mmap.mmap(-1, self.slot_bytes * count)  # anonymous and shared: forked workers inherit it
-            self.slots = _Slots(buffer, self.slot_bytes, count)
-            _SHARED.update(buffer=buffer, address=np.frombuffer(buffer, np.uint8).__array_interface__["data"][0])
+            try:
+                buffer = mmap.mmap(-1, self.slot_bytes * count)  # anonymous and shared: forked workers inherit it
+            except OSError:  # no room for it: results come through the pipe
+                buffer = None
+            if buffer is not None:
+                self.slots = _Slots(buffer, self.slot_bytes, count)
+                _SHARED.update(buffer=buffer, address=np.frombuffer(buffer, np.uint8).__array_interface__["data"][0])
         main = sys.modules.get("__main__")
         if self.method != "fork" and main is not None and not hasattr(main, "__spec__"):
             # Jupyter kernels' __main__ lacks __spec__, which the spawn machinery reads; None is what
