@@ -155,8 +155,7 @@ def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
 
 
-def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None,
-                *, planar: bool = False) -> list[np.ndarray]:
+def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """:func:`resize_image` of one image to several sizes, sharing the work along the columns.
 
     The image is taken channel by channel (planes stacked): one product resizes the columns of
@@ -168,12 +167,9 @@ def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarra
         image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
         sizes: Output sides.
         out: Optional destinations, one contiguous float64 array per size (e.g. rows of a batch).
-        planar: Return (and write) ``(C, s, s)`` planes instead of ``(s, s, C)`` images: no
-            interleaving, and the layout the ``*_planar`` mode functions work on fastest.
 
     Returns:
-        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``; ``(C, s, s)`` if ``planar``), in
-        [0, 1] (``out`` if given).
+        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1] (``out`` if given).
     """
     import cv2
 
@@ -187,16 +183,9 @@ def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarra
     outs = []
     start = 0
     for k, s in enumerate(sizes):
-        dst = None if out is None else out[k]
-        if planar:
-            result = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s], out=dst)  # (depth, s, s)
-            start += s
-            if flat:
-                result.fill(lo / 255.0)
-            outs.append(result)
-            continue
         resized = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s])  # (depth, s, s)
         start += s
+        dst = None if out is None else out[k]
         if image.ndim == 2:
             result = resized[0]
         elif 1 < depth <= 4:  # interleave the planes (into dst, where given)
