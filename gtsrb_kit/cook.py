@@ -141,11 +141,22 @@ class _Task:
     slot: int | None = None          # byte offset of this task's slot in the shared buffer, if any
 
 
+@dataclass(frozen=True)
+class _Slots:
+    """The shared chunk buffer of a pool: ``count`` slots of ``size`` bytes, mapped at ``address``."""
+
+    buffer: Any
+    size: int
+    count: int
+    address: int
+
+
 # Chunks travel from the workers to the writing process through one anonymous shared mapping,
-# created before the workers are forked (they inherit it): a worker writes a chunk into its
-# task's slot and returns only offsets, and the writer hands HDF5 a view of the slot. Through
-# the result pipe, every chunk was copied four more times (about a tenth of the cook's CPU).
-_SHARED: dict[str, Any] = {}
+# created before the workers are forked (they inherit it with this variable): a worker writes a
+# chunk into its task's slot and returns only offsets, and the writer hands HDF5 a view of the
+# slot. Through the result pipe, every chunk was copied four more times (about a tenth of the
+# cook's CPU).
+_shared_slots: _Slots | None = None
 _SHARED_LIMIT = 512 << 20
 
 
@@ -207,7 +218,7 @@ def _slot_bytes(variants: Sequence[_Variant]) -> int:
 
 def _chunk_arrays(task: _Task) -> dict[_Variant, np.ndarray]:
     """Zeroed destination arrays of a task's chunks: views of its slot when there is one."""
-    shared = _SHARED.get("buffer") if task.slot is not None else None
+    shared = _shared_slots.buffer if task.slot is not None and _shared_slots is not None else None
     arrays: dict[_Variant, np.ndarray] = {}
     offset = task.slot or 0
     for v in task.variants:
@@ -228,17 +239,17 @@ def _filter_chunks(arrays: dict[_Variant, np.ndarray], task: _Task) -> dict[str,
     and the main process only copies bytes. Chunks written into a shared slot are returned as
     ``(mask, (offset, size))``; others as ``(mask, bytes)``.
     """
-    shared = _SHARED.get("buffer") if task.slot is not None else None
+    slots = _shared_slots if task.slot is not None else None
     out: dict[str, tuple[int, Any]] = {}
     for v, pixels in arrays.items():
-        if shared is None:
+        if slots is None:
             raw = np.ascontiguousarray(pixels).tobytes()
             out[v.name] = (0, _deflate(raw)) if v.mode in COMPRESSED_MODES else (_FILTER_SKIPPED, raw)
             continue
-        offset = pixels.__array_interface__["data"][0] - _SHARED["address"]
+        offset = pixels.__array_interface__["data"][0] - slots.address
         if v.mode in COMPRESSED_MODES:
             packed = _deflate(pixels.data)
-            shared[offset:offset + len(packed)] = packed
+            slots.buffer[offset:offset + len(packed)] = packed
             out[v.name] = (0, (offset, len(packed)))
         else:
             out[v.name] = (_FILTER_SKIPPED, (offset, pixels.nbytes))
@@ -363,15 +374,6 @@ class _InlineExecutor:
         pass
 
 
-@dataclass(frozen=True)
-class _Slots:
-    """The shared chunk buffer of a pool: ``count`` slots of ``size`` bytes."""
-
-    buffer: Any
-    size: int
-    count: int
-
-
 class _Workers:
     """The worker pool of one cook, started on first use (in-process for ``workers <= 1``).
 
@@ -393,13 +395,14 @@ class _Workers:
 
     def start(self) -> tuple[Any, _Slots | None]:
         """The executor (started if needed) and its shared slots (None: results come by pipe)."""
+        global _shared_slots
         if self.pool is not None:
             return self.pool, self.slots
         if self.workers <= 1:
             self.pool = _InlineExecutor()
             return self.pool, None
         count = min(self.workers * _IN_FLIGHT_PER_WORKER + 1, _SHARED_LIMIT // max(1, self.slot_bytes))
-        if self.method == "fork" and self.slot_bytes and count >= 3 and not _SHARED:
+        if self.method == "fork" and self.slot_bytes and count >= 3 and _shared_slots is None:
             import mmap
 
             try:
@@ -407,8 +410,8 @@ class _Workers:
             except OSError:  # no room for it: results come through the pipe
                 buffer = None
             if buffer is not None:
-                self.slots = _Slots(buffer, self.slot_bytes, count)
-                _SHARED.update(buffer=buffer, address=np.frombuffer(buffer, np.uint8).__array_interface__["data"][0])
+                address = np.frombuffer(buffer, np.uint8).__array_interface__["data"][0]
+                self.slots = _shared_slots = _Slots(buffer, self.slot_bytes, count, address)
         main = sys.modules.get("__main__")
         if self.method != "fork" and main is not None and not hasattr(main, "__spec__"):
             # Jupyter kernels' __main__ lacks __spec__, which the spawn machinery reads; None is what
@@ -422,13 +425,11 @@ class _Workers:
         return self.pool, self.slots
 
     def close(self, failed: bool) -> None:
-        if self.pool is not None and not isinstance(self.pool, _InlineExecutor):
-            if failed:
-                self.pool.shutdown(wait=False, cancel_futures=True)
-            else:
-                self.pool.shutdown(wait=True)
+        global _shared_slots
+        if self.pool is not None:
+            self.pool.shutdown(wait=not failed, cancel_futures=failed)
         if self.slots is not None:
-            _SHARED.clear()
+            _shared_slots = None
             with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
                 self.slots.buffer.close()
 
@@ -703,8 +704,9 @@ def _cook_files(
         handles: dict[str, h5py.File] = {}
         datasets: dict[str, dict[str, h5py.Dataset]] = {}
         for v in variants:
-            remove_stale_temporaries(out_dir / enhanced_filename(v.size, v.mode, v.roi))  # of killed cooks
-            tmp = stack.enter_context(atomic_path(out_dir / enhanced_filename(v.size, v.mode, v.roi)))
+            final = out_dir / enhanced_filename(v.size, v.mode, v.roi)
+            remove_stale_temporaries(final)  # of killed cooks
+            tmp = stack.enter_context(atomic_path(final))
             _public_mode(tmp)
             handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
             handles[v.name] = handle

@@ -436,7 +436,7 @@ def test_shared_slots_are_reused_without_mixing_chunks(small_root: Path, tmp_pat
     args = dict(sizes=(16, 20), modes=("RGB", "L"), scale=1.0, seed=1)
     pooled = cook_dataset(small_root, tmp_path / "pool", workers=2, **args)
     inline = cook_dataset(small_root, tmp_path / "inline", workers=1, **args)
-    assert not cook_module._SHARED, "the shared buffer outlived its pool"
+    assert cook_module._shared_slots is None, "the shared buffer outlived its pool"
     for a, b in zip(pooled, inline):
         with h5py.File(a.path) as fa:
             chunks = sum(fa[f"x_{split}"].id.get_num_chunks() for split in ("train", "val", "test", "meta"))
