@@ -193,6 +193,7 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
                 continue
             csvs.append((class_dir.name, csv_path))
         frame = _clean_official_csvs(csvs) if csvs else None
+        clean = frame is not None
         if frame is None and csvs:
             # Read every class CSV first and convert once: per-folder pandas work dominates otherwise.
             per_class: list[pd.DataFrame] = []
@@ -209,7 +210,7 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
             frame["rel_path"] = [f"{rel_dir}/{d}/{f}" for d, f in zip(frame["folder"].tolist(), frame["Filename"].tolist())]
             frame["path"] = _join_all(root, frame["rel_path"])
             frame["split"] = "train"
-            if frame["track"].dtype != np.int64:
+            if not clean:
                 frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], train_dir, problems)
             folder_id = pd.to_numeric(frame["folder"], errors="coerce")
             wrong = (folder_id.notna() & (folder_id != frame["class_id"])).to_numpy()
@@ -383,8 +384,9 @@ def read_catalog(
     for col in _INT_COLUMNS:
         frame[col] = frame[col].astype(np.int64)
     rank = {"train": 0, "test": 1, "meta": 2}
-    split_rank = np.array([rank[s] for s in frame["split"].unique().tolist()])
-    codes = split_rank[pd.factorize(frame["split"], sort=False)[0]] if len(frame) else np.zeros(0, np.int64)
+    codes, splits_seen = pd.factorize(frame["split"], sort=False)
+    split_rank = np.array([rank[s] for s in splits_seen.tolist()], dtype=np.int64)
+    codes = split_rank[codes] if len(frame) else np.zeros(0, np.int64)
     # numpy sorts the unicode array in C (pandas would factorize the strings first)
     rel = np.array(frame["rel_path"].tolist(), dtype=str)
     order = np.lexsort((rel, frame["class_id"].to_numpy(), codes))
