@@ -41,10 +41,14 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def _host() -> str:
+    """This host's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
 def _owner() -> str:
     """``host~pid`` of this process, for temporary names (host: folders may be shared by nodes)."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-    return f"{host}~{os.getpid()}"
+    return f"{_host()}~{os.getpid()}"
 
 
 def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
@@ -58,8 +62,7 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
         The paths removed.
     """
     final = Path(final)
-    host = _owner().split("~")[0]
-    pattern = re.compile(rf"^\.{re.escape(final.name)}\.{re.escape(host)}~(\d+)\..*\.tmp$")
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.{re.escape(_host())}~(\d+)\..*\.tmp$")
     removed: list[Path] = []
     try:
         names = os.listdir(final.parent)

@@ -421,11 +421,12 @@ def train(
     num_classes = _num_classes(info)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits["train"], splits["val"], splits["test"]
     input_shape = tuple(int(v) for v in x_train.shape[1:])
+    used_augment_path = augmenter.path_for(input_shape)  # "auto" resolved for this data
     class_names = [str(n) for n in info.get("class_names") or []] or [str(i) for i in range(num_classes)]
 
     args = {
         "data": str(data.resolve()), "model": model, "augment": augmenter.preset,
-        "augment_path": augmenter.path_for(input_shape),
+        "augment_path": used_augment_path,
         "epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "learning_rate": lr,
         "lr_schedule": schedule, "early_stopping": early_stopping, "devices": devices,
         "mixed_precision": mixed_precision, "label_smoothing": float(label_smoothing),
@@ -532,7 +533,7 @@ def train(
         "size": preprocessing["size"], "mode": preprocessing["mode"], "roi": preprocessing["roi"],
         "seed": int(seed),
         "augment": augmenter.preset,
-        "augment_path": augmenter.path_for(input_shape),
+        "augment_path": used_augment_path,
         "batch_size": int(batch_size),
         "learning_rate": lr,
         "lr_schedule": schedule,
