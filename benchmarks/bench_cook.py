@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -98,6 +99,10 @@ def child_cook(root: str, variants: list[list], scale: float, workers: int | Non
     start = time.perf_counter()
     results = cook_dataset(root, out, sizes=sizes, modes=modes, scale=scale, workers=workers, force=True)
     wall = time.perf_counter() - start
+    # cook returns once its files are complete; its idle workers exit on their own: wait for them
+    # (untimed) so that their CPU time and peak RSS are counted
+    for child in multiprocessing.active_children():
+        child.join()
     cpu = _cpu_seconds() - cpu0
     me, kids = _peak_mib()
     wanted = {f"{s}-{m}" for s, m in variants}
@@ -138,15 +143,17 @@ def _image_list(root: Path, scale: float, seed: int, out: Path) -> int:
     from gtsrb_kit.catalog import read_catalog
     from gtsrb_kit.split import plan_split
 
-    from gtsrb_kit.cook import _find_duplicate_tracks, _InlineExecutor
+    import numpy as np
+
+    from gtsrb_kit.cook import _find_duplicate_tracks, _hash_rows, _InlineExecutor
 
     catalog = read_catalog(root, verify="none")
     plan = plan_split(catalog, scale=scale, seed=seed)
     # the images cook uses: without the training tracks that duplicate a test image
-    dropped = _find_duplicate_tracks(catalog, plan, _InlineExecutor(), 1, None)
+    digests = _hash_rows(catalog, np.concatenate([plan.train, plan.val, plan.test]), _InlineExecutor(), 1, None)
+    dropped = _find_duplicate_tracks(catalog, plan, digests)
     if dropped:
         plan = plan_split(catalog, scale=scale, seed=seed, drop_tracks=dropped)
-    import numpy as np
 
     rows = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
     items = [[str(catalog["path"].iat[i]), int(catalog["class_id"].iat[i])] for i in rows]

@@ -44,15 +44,16 @@ from gtsrb_kit.enhance import (
     DEFAULT_MODES,
     DEFAULT_SIZES,
     MODES,
-    apply_modes,
     check_mode,
     check_size,
     keep_freed_memory,
     mode_channels,
     rank_equalize,
-    resize_many,
+    resize_implementation,
+    resize_planes,
     set_single_thread_blas,
     single_thread_blas,
+    store_modes,
 )
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import atomic_path, remove_stale_temporaries
@@ -287,7 +288,8 @@ def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[
     # Images are enhanced in groups small enough for their float64 temporaries to stay in the CPU
     # cache and large enough to spread the per-call overhead (more images for small sizes).
     group = {key: max(1, min(_GROUP_MAX, _GROUP_PIXELS // (key[0] * key[0]))) for key in keys}
-    buffers = {key: np.empty((group[key], key[0], key[0], 3)) for key in keys}
+    # planar (image, channel, row, column), as the resize writes them and the modes read them
+    buffers = {key: np.empty((group[key], 3, key[0], key[0])) for key in keys}
     first = dict.fromkeys(keys, 0)  # first chunk row in each buffer
 
     def flush(key: tuple[int, bool], stop: int) -> None:
@@ -295,15 +297,13 @@ def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[
         first[key] = stop
         if problems or stop == start:
             return  # the chunk is dropped anyway: just find every unreadable image
-        wanted = [v.mode for v in mine[key] if v.mode != "L-LHE"]
-        if local[key] and "L" not in wanted:
-            wanted.append("L")  # the grey uint8 image is the input of L-LHE
-        pixels = apply_modes(buffers[key][:stop - start], wanted)
-        for variant in mine[key]:
-            if variant.mode != "L-LHE":
-                arrays[variant][start:stop] = pixels[variant.mode]
-        if local[key]:
-            gray[key][start:stop] = pixels["L"][..., 0]
+        outputs = {v.mode: arrays[v][start:stop] for v in mine[key] if v.mode != "L-LHE"}
+        cooks_l = "L" in outputs
+        if local[key] and not cooks_l:
+            outputs["L"] = gray[key][start:stop, ..., None]  # the grey uint8 image is the input of L-LHE
+        store_modes(buffers[key][:stop - start], outputs)
+        if local[key] and cooks_l:
+            gray[key][start:stop] = outputs["L"][..., 0]
 
     for i in range(task.rows):
         path, roi, expect = task.paths[i], task.rois[i], task.sizes[i]
@@ -320,7 +320,7 @@ def _cook_chunk_pixels(task: _Task) -> tuple[dict[str, tuple[int, bytes]], list[
         elif image is not None and not problems:
             for use_roi, sizes in sizes_of.items():
                 src = image[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1] if use_roi and roi is not None else image
-                resize_many(src, sizes, out=[buffers[(size, use_roi)][i - first[(size, use_roi)]] for size in sizes])
+                resize_planes(src, sizes, out=[buffers[(size, use_roi)][i - first[(size, use_roi)]] for size in sizes])
         for key in keys:
             if i + 1 - first[key] == group[key] or i + 1 == task.rows:
                 flush(key, i + 1)
@@ -345,14 +345,12 @@ def _hash_files(paths: Sequence[str]) -> list[str | None]:
     return digests
 
 
-def _init_worker() -> None:
+def _init_worker(opencv: bool) -> None:
     # one process per core: keep OpenCV and BLAS from starting threads of their own
-    try:
+    if opencv or "cv2" in sys.modules:
         import cv2
 
         cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
     set_single_thread_blas()
     keep_freed_memory()
 
@@ -383,9 +381,10 @@ class _Workers:
     threads are loaded, fork is unsafe) cost seconds to start, so they wait until there is work.
     """
 
-    def __init__(self, workers: int, slot_bytes: int) -> None:
+    def __init__(self, workers: int, slot_bytes: int, opencv: bool) -> None:
         self.workers = workers
         self.slot_bytes = slot_bytes
+        self.opencv = opencv
         self.pool: Any = None
         self.slots: _Slots | None = None
         methods = multiprocessing.get_all_start_methods()
@@ -418,7 +417,8 @@ class _Workers:
             # Python itself sets for interactive sessions
             main.__spec__ = None
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context(self.method), initializer=_init_worker
+            max_workers=self.workers, mp_context=multiprocessing.get_context(self.method), initializer=_init_worker,
+            initargs=(self.opencv,),
         )
         for _ in range(self.workers):  # with fork, the first submit starts them all
             self.pool.submit(_noop)
@@ -427,7 +427,8 @@ class _Workers:
     def close(self, failed: bool) -> None:
         global _shared_slots
         if self.pool is not None:
-            self.pool.shutdown(wait=not failed, cancel_futures=failed)
+            # no work is left: the workers exit on their own (the executor joins them)
+            self.pool.shutdown(wait=False, cancel_futures=failed)
         if self.slots is not None:
             _shared_slots = None
             with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
@@ -435,8 +436,8 @@ class _Workers:
 
 
 @contextlib.contextmanager
-def _worker_pool(workers: int, slot_bytes: int = 0) -> Iterator[_Workers]:
-    pool = _Workers(workers, slot_bytes)
+def _worker_pool(workers: int, slot_bytes: int = 0, opencv: bool = False) -> Iterator[_Workers]:
+    pool = _Workers(workers, slot_bytes, opencv)
     if pool.method == "fork":
         pool.start()
     try:
@@ -449,20 +450,28 @@ def _worker_pool(workers: int, slot_bytes: int = 0) -> Iterator[_Workers]:
 
 
 def _ordered(executor: Any, fn: Any, items: Iterable[Any], window: int) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(item, fn(item))`` in order, with at most ``window`` items in flight (bounded memory)."""
+    """``(item, fn(item))`` in order, with at most ``window`` items in flight (bounded memory).
+
+    The first ``window`` items are submitted at once, before the first result is asked for: the
+    caller can do other work while they run.
+    """
     pending: collections.deque[tuple[Any, cf.Future]] = collections.deque()
     it = iter(items)
     for item in it:
         pending.append((item, executor.submit(fn, item)))
         if len(pending) >= window:
             break
-    while pending:
-        item, future = pending.popleft()
-        result = future.result()
-        nxt = next(it, _END)
-        if nxt is not _END:
-            pending.append((nxt, executor.submit(fn, nxt)))
-        yield item, result
+
+    def results() -> Iterator[tuple[Any, Any]]:
+        while pending:
+            item, future = pending.popleft()
+            result = future.result()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                pending.append((nxt, executor.submit(fn, nxt)))
+            yield item, result
+
+    return results()
 
 
 _END = object()
@@ -474,20 +483,27 @@ def _noop() -> None:
 
 # --------------------------------------------------------------------------- planning helpers
 
-def _fingerprint(catalog: pd.DataFrame, rows: np.ndarray) -> str:
-    """Hash of the catalog rows used (paths, labels, sizes, ROIs) and of their files' sizes."""
+def _hash_rows(catalog: pd.DataFrame, rows: np.ndarray, executor: Any, workers: int,
+               progress: ProgressCallback | None) -> dict[int, str | None]:
+    """Content hashes of the images of catalog ``rows`` (None for unreadable files), by row."""
+    paths = catalog["path"].to_numpy()[rows].tolist()
+    block = max(64, min(2048, len(paths) // max(1, workers * 4) + 1))
+    parts = [paths[i:i + block] for i in range(0, len(paths), block)]
+    digests: list[str | None] = []
+    for _, part in _ordered(executor, _hash_files, parts, window=max(2, workers * 2)):
+        digests.extend(part)
+        report(progress, "hashing images", len(digests), len(paths))
+    return dict(zip(np.asarray(rows).tolist(), digests, strict=True))
+
+
+def _fingerprint(catalog: pd.DataFrame, rows: np.ndarray, digests: dict[int, str | None]) -> str:
+    """Hash of the catalog rows used (paths, labels, sizes, ROIs) and of their files' contents."""
     digest = hashlib.sha256()
     sub = catalog.iloc[rows]
     cols = ["split", "rel_path", "class_id", "width", "height", "roi_x1", "roi_y1", "roi_x2", "roi_y2", "track_id"]
     rows_text = "".join("\t".join(map(str, values)) + "\n" for values in zip(*(sub[c].tolist() for c in cols), strict=True))
     digest.update(rows_text.encode("utf-8"))
-    sizes = []
-    for path in sub["path"].tolist():
-        try:
-            sizes.append(f"{os.stat(path).st_size}\n")
-        except OSError:
-            sizes.append("-1\n")
-    digest.update("".join(sizes).encode())
+    digest.update("".join(f"{digests[r] or '-'}\n" for r in np.asarray(rows).tolist()).encode())
     return digest.hexdigest()
 
 
@@ -503,6 +519,7 @@ def _recipe(variant: _Variant, *, scale: float, seed: int, val_fraction: float, 
         "val_fraction": val_fraction,
         "keep_test_duplicates": keep_dups,
         "compression": "gzip-rle" if variant.mode in COMPRESSED_MODES else "none",
+        "resize": resize_implementation(),  # the implementations differ in float rounding
         "chunks": "balanced",
         "source_fingerprint": fingerprint,
     }
@@ -547,25 +564,15 @@ def _check_out_dir(out_dir: Path) -> None:
             probe.unlink()
 
 
-def _find_duplicate_tracks(
-    catalog: pd.DataFrame, plan: SplitPlan, executor: Any, workers: int, progress: ProgressCallback | None
-) -> list[int]:
-    """Training/validation tracks holding an image byte-identical to a selected test image."""
+def _find_duplicate_tracks(catalog: pd.DataFrame, plan: SplitPlan, digests: dict[int, str | None]) -> list[int]:
+    """Training/validation tracks holding an image byte-identical to a selected test image.
+
+    ``digests``: content hashes by catalog row (:func:`_hash_rows`), for every row of the plan.
+    """
+    test_hashes = {digests[r] for r in plan.test.tolist()} - {None}
     train_rows = np.concatenate([plan.train, plan.val])
-    rows = np.concatenate([train_rows, plan.test])
-    paths = catalog["path"].to_numpy()[rows].tolist()
-    if not len(plan.test) or not len(train_rows):
-        return []
-    block = max(64, min(2048, len(paths) // max(1, workers * 4) + 1))
-    parts = [paths[i:i + block] for i in range(0, len(paths), block)]
-    digests: list[str | None] = []
-    for _, part in _ordered(executor, _hash_files, parts, window=max(2, workers * 2)):
-        digests.extend(part)
-        report(progress, "checking test duplicates", len(digests), len(paths))
-    n_train = len(train_rows)
-    test_hashes = {d for d in digests[n_train:] if d is not None}
     tracks = catalog["track_id"].to_numpy()[train_rows]
-    return sorted({int(t) for t, d in zip(tracks, digests[:n_train]) if d is not None and d in test_hashes})
+    return sorted({int(t) for t, r in zip(tracks.tolist(), train_rows.tolist()) if digests[r] in test_hashes})
 
 
 # --------------------------------------------------------------------------- writing
@@ -699,6 +706,13 @@ def _cook_files(
     """Write every pending variant in one pass over the images (atomic per file)."""
     total = sum(len(plan.rows(split)) for split in SPLITS)
     layout = str(catalog.attrs.get("layout", ""))
+    window = max(2, workers * _IN_FLIGHT_PER_WORKER)
+    tasks: Iterable[_Task] = _tasks(plan, catalog, variants)
+    if slots is not None:
+        # in flight: `window` tasks plus the one being written, each in its own slot
+        window = min(window, slots.count - 1)
+        tasks = (dataclasses.replace(t, slot=(i % slots.count) * slots.size) for i, t in enumerate(tasks))
+    results = _ordered(executor, _cook_chunk, tasks, window)  # the workers start on the first chunks now
     columns = _split_columns(plan, catalog)
     with contextlib.ExitStack() as stack:
         handles: dict[str, h5py.File] = {}
@@ -716,14 +730,8 @@ def _cook_files(
         done = 0
         report(progress, "cooking", 0, total)
         bad: list[dict] = []
-        window = max(2, workers * _IN_FLIGHT_PER_WORKER)
-        tasks: Iterable[_Task] = _tasks(plan, catalog, variants)
-        if slots is not None:
-            # in flight: `window` tasks plus the one being written, each in its own slot
-            window = min(window, slots.count - 1)
-            tasks = (dataclasses.replace(t, slot=(i % slots.count) * slots.size) for i, t in enumerate(tasks))
         view = memoryview(slots.buffer) if slots is not None else None
-        for task, (chunks, problems) in _ordered(executor, _cook_chunk, tasks, window):
+        for task, (chunks, problems) in results:
             if problems:
                 if strict:
                     first = problems[0]
@@ -815,14 +823,22 @@ def cook_dataset(
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
 
-    with _worker_pool(workers, _slot_bytes(variants)) as pool:
+    # OpenCV only serves L-LHE (and images other than binary PPM): imported here, before the
+    # workers are forked, so that they share it instead of each importing it
+    opencv = any(v.mode == "L-LHE" for v in variants)
+    if opencv:
+        import cv2  # noqa: F401
+    with _worker_pool(workers, _slot_bytes(variants), opencv) as pool:
         catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
         problems = list(catalog.attrs.get("problems", []))
         if not (catalog["split"] == "train").any():
             raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
         plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction)
-        used = np.concatenate([plan.train, plan.val, plan.test, plan.meta])
-        fingerprint = _fingerprint(catalog, np.sort(used))
+        used = np.sort(np.concatenate([plan.train, plan.val, plan.test, plan.meta]))
+        # one read of every image used: its hash goes into the fingerprint and finds test duplicates
+        # (spawned workers would take seconds to start: hash in this process until they are needed)
+        digests = _hash_rows(catalog, used, pool.pool or _InlineExecutor(), workers, progress)
+        fingerprint = _fingerprint(catalog, used, digests)
         recipes = {
             v.name: _recipe(v, scale=scale, seed=seed, val_fraction=val_fraction,
                             keep_dups=keep_test_duplicates, fingerprint=fingerprint)
@@ -836,7 +852,7 @@ def cook_dataset(
         if pending:
             executor, slots = pool.start()
             if not keep_test_duplicates:
-                dup_tracks = _find_duplicate_tracks(catalog, plan, executor, workers, progress)
+                dup_tracks = _find_duplicate_tracks(catalog, plan, digests)
                 if dup_tracks:
                     plan = plan_split(catalog, scale=scale, seed=seed, val_fraction=val_fraction, drop_tracks=dup_tracks)
             for _attempt in range(3):
@@ -858,7 +874,10 @@ def cook_dataset(
     results: list[CookResult] = []
     for v in variants:
         path = out_dir / enhanced_filename(v.size, v.mode, v.roi)
-        counts, dropped, skipped_n = _file_counts(path)
+        if v in pending:  # what was just written
+            counts, dropped, skipped_n = plan.counts(), len(plan.dropped_tracks), skipped_images
+        else:
+            counts, dropped, skipped_n = _file_counts(path)
         results.append(CookResult(
             path=path, variant=v.name, size=v.size, mode=v.mode, roi=v.roi, counts=counts,
             bytes=path.stat().st_size, skipped=v not in pending, dropped_duplicate_tracks=dropped,

@@ -50,6 +50,21 @@ LHE_RADIUS = 10
 GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray
 _NBINS = 256
 
+try:  # compiled inner loops (setup.py builds them where a C compiler is available)
+    from gtsrb_kit import _kernels
+except ImportError:  # pragma: no cover - the numpy code below does the same work
+    _kernels = None
+_FMA = bool(_kernels is not None and _kernels.has_fma())
+
+
+def resize_implementation() -> str:
+    """The resize this installation runs: ``"c-fma"`` / ``"c"`` (compiled, with or without fused
+    multiply-adds) or ``"numpy"``. They agree with skimage to float rounding, not bit for bit with
+    each other, so cooked files record it."""
+    if _kernels is None:
+        return "numpy"
+    return "c-fma" if _FMA else "c"
+
 
 def check_mode(mode: str) -> str:
     """Return ``mode`` if it is known, else raise :class:`ConfigError` listing the valid ones."""
@@ -155,50 +170,78 @@ def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
 
 
-def resize_many(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """:func:`resize_image` of one image to several sizes, sharing the work along the columns.
+@functools.lru_cache(maxsize=8192)
+def _banded(n_in: int, n_out: int, columns: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One axis for the compiled resize: its matrix and each output's band of non-zero weights.
 
-    The image is taken channel by channel (planes stacked): one product resizes the columns of
-    every plane to every size, then one batched product per size resizes the rows; float64
-    throughout. Run it with single-threaded BLAS (see :func:`single_thread_blas`): for matrices
-    this small, BLAS threads cost more than they save.
+    Rows: ``(resize_matrix, band)``; columns: the transposed matrix scaled by 1/255 (the input is
+    ``uint8``), ``(n_in, n_out)``. ``band[o]`` = first and end (exclusive) non-zero input index.
+    """
+    matrix = resize_matrix(n_in, n_out)
+    nonzero = matrix != 0
+    first = np.argmax(nonzero, axis=1)
+    end = n_in - np.argmax(nonzero[:, ::-1], axis=1)
+    band = np.ascontiguousarray(np.stack([first, end], axis=1), dtype=np.int32)
+    if columns:
+        matrix = np.ascontiguousarray(matrix.T * (1.0 / 255.0))
+    return matrix, band
+
+
+def resize_planes(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """:func:`resize_image` of one image to several sizes, as channel planes ``(C, s, s)``.
+
+    With the compiled kernels (see :func:`resize_implementation`), two banded products per size
+    that skip the zeros of the resize matrices. Otherwise the image is taken channel by channel
+    (planes stacked): one BLAS product resizes the columns of every plane to every size, then one
+    batched product per size resizes the rows, straight into its destination (run it with
+    single-threaded BLAS, see :func:`single_thread_blas`: for matrices this small, BLAS threads
+    cost more than they save). Float64 throughout.
 
     Args:
         image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
         sizes: Output sides.
-        out: Optional destinations, one contiguous float64 array per size (e.g. rows of a batch).
+        out: Optional destinations, one C-contiguous float64 ``(C, s, s)`` array per size (e.g.
+            rows of a planar batch; ``C`` = 1 for a 2-D image).
 
     Returns:
-        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1] (``out`` if given).
+        One float64 ``(C, s, s)`` array per size, in [0, 1] (``out`` if given).
     """
-    import cv2
-
     h, w = image.shape[:2]
     sizes = tuple(int(s) for s in sizes)
     depth = image.shape[2] if image.ndim == 3 else 1
+    if out is None:
+        out = [np.empty((depth, s, s)) for s in sizes]
+    if _kernels is not None and image.size:
+        targets = tuple((s, *_banded(h, s, False), *_banded(w, s, True), dst) for s, dst in zip(sizes, out))
+        _kernels.resize(np.ascontiguousarray(image, dtype=np.uint8), h, w, depth, targets, _FMA)
+        return list(out)
     planes = np.ascontiguousarray(image.transpose(2, 0, 1) if image.ndim == 3 else image[None], dtype=np.float64)
     cols = (planes.reshape(depth * h, w) @ _stacked_cols(w, sizes)).reshape(depth, h, -1)
     lo = float(image.min()) if image.size else 0.0
     flat = bool(image.size) and lo == float(image.max())
-    outs = []
     start = 0
     for k, s in enumerate(sizes):
-        resized = np.matmul(resize_matrix(h, s), cols[:, :, start:start + s])  # (depth, s, s)
+        np.matmul(resize_matrix(h, s), cols[:, :, start:start + s], out=out[k])
         start += s
-        dst = None if out is None else out[k]
-        if image.ndim == 2:
-            result = resized[0]
-        elif 1 < depth <= 4:  # interleave the planes (into dst, where given)
-            result = cv2.merge(list(resized), dst).reshape(s, s, depth)
-        else:
-            result = np.ascontiguousarray(resized.transpose(1, 2, 0))
-        if dst is not None and not np.shares_memory(result, dst):
-            np.copyto(dst, result)
-            result = dst
         if flat:  # skimage clips to the input's range; only a flat image can drift from it
-            result.fill(lo / 255.0)
-        outs.append(result)
-    return outs
+            out[k].fill(lo / 255.0)
+    return list(out)
+
+
+def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """:func:`resize_image` of one image to several sizes (:func:`resize_planes`, interleaved).
+
+    Args:
+        image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
+        sizes: Output sides.
+
+    Returns:
+        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1].
+    """
+    planes = resize_planes(image, sizes)
+    if image.ndim == 2:
+        return [p[0] for p in planes]
+    return [np.ascontiguousarray(p.transpose(1, 2, 0)) for p in planes]
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -216,7 +259,8 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
         ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
         ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15;
         the result is not clipped to the input's range except for flat images, where rounding
-        would otherwise break the flatness).
+        would otherwise break the flatness). The compiled and the numpy implementation differ
+        in that rounding (see :func:`resize_implementation`).
     """
     with single_thread_blas():
         return resize_many(image, (size,))[0]
@@ -333,6 +377,11 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     n = images.shape[0]
     if n == 0:
         return images.astype(np.float64)
+    if _kernels is not None and images[0].size:
+        source = np.ascontiguousarray(images, dtype=np.float64)
+        out = np.empty(source.shape)
+        _kernels.equalize_hist(source, out, n, source[0].size)  # the same operations, compiled
+        return out
     flat = images.reshape(n, -1)
     npix = flat.shape[1]
     lo = flat.min(axis=1)
@@ -668,6 +717,30 @@ def apply_modes(rgb: np.ndarray, modes: Sequence[str]) -> dict[str, np.ndarray]:
                 result = to_uint8(clahe_batch(gray))
             out[mode] = result[..., None]
     return out
+
+
+_COMPILED_MODES = ("RGB", "RGB-HE", "L")
+
+
+def store_modes(planes: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    """:func:`apply_modes` of a planar batch, written into ``uint8`` destinations (cooking's hot path).
+
+    ``RGB``, ``RGB-HE`` and ``L`` go through the compiled kernels where they are built (the same
+    operations in the same order: bit-identical), the other modes through :func:`apply_modes`.
+
+    Args:
+        planes: ``(N, 3, S, S)`` float64 in [0, 1] (rows of the planar batches that
+            :func:`resize_planes` fills).
+        outputs: ``{mode: (N, S, S, C) uint8 destination}`` for modes of :data:`MODES`.
+    """
+    rest = dict(outputs)
+    compiled = [m for m in _COMPILED_MODES if m in rest and rest[m].flags.c_contiguous]
+    if _kernels is not None and compiled and len(planes):
+        picked = [rest.pop(m) if m in compiled else None for m in _COMPILED_MODES]
+        _kernels.store_modes(np.ascontiguousarray(planes, dtype=np.float64), len(planes), planes.shape[-1], *picked)
+    if rest:
+        for mode, pixels in apply_modes(np.moveaxis(planes, 1, -1), list(rest)).items():
+            rest[mode][...] = pixels
 
 
 def enhance(image: np.ndarray, size: int, mode: str, roi: tuple[int, int, int, int] | None = None) -> np.ndarray:

@@ -20,6 +20,16 @@ from gtsrb_kit.catalog import load_image, read_catalog
 from gtsrb_kit.errors import ConfigError
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the compiled kernels (where built) and with the numpy code."""
+    if request.param == "numpy":
+        monkeypatch.setattr(E, "_kernels", None)
+    elif E._kernels is None:
+        pytest.skip("compiled kernels not built")
+    return request.param
+
+
 def _reference_u8(image: np.ndarray, size: int, mode: str) -> np.ndarray:
     ref = E.course_enhance(image, size, mode)
     ref = ref if ref.dtype == np.uint8 else E.to_uint8(ref)
@@ -49,7 +59,7 @@ def _synthetic_images() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("mode", E.MODES)
-def test_modes_match_course_on_synthetic_images(mode: str) -> None:
+def test_modes_match_course_on_synthetic_images(mode: str, implementation: str) -> None:
     for size in (24, 48, 32):
         max_diff, frac = _compare(_synthetic_images(), size, mode)
         assert max_diff <= 1 or frac < 1e-3, (mode, size, max_diff, frac)
@@ -64,7 +74,7 @@ def real_images(real_small_root) -> list[np.ndarray]:
 
 @pytest.mark.real
 @pytest.mark.parametrize("mode", E.MODES)
-def test_modes_match_course_on_real_images(real_images: list[np.ndarray], mode: str) -> None:
+def test_modes_match_course_on_real_images(real_images: list[np.ndarray], mode: str, implementation: str) -> None:
     for size in (24, 48):
         max_diff, frac = _compare(real_images, size, mode)
         if mode in ("L-LHE", "L-CLAHE"):
@@ -73,7 +83,7 @@ def test_modes_match_course_on_real_images(real_images: list[np.ndarray], mode: 
             assert max_diff <= 1 and frac < 2e-3, (mode, size, max_diff, frac)
 
 
-def test_resize_matches_skimage_to_float_rounding() -> None:
+def test_resize_matches_skimage_to_float_rounding(implementation: str) -> None:
     rng = np.random.default_rng(1)
     for h, w, s in [(30, 33, 24), (45, 45, 48), (266, 232, 24), (25, 120, 48), (1, 9, 4), (48, 48, 48),
                     (10, 13, 48), (7, 60, 24), (47, 49, 48)]:
@@ -102,7 +112,7 @@ def test_rank_equalize_is_bit_exact() -> None:
     assert E.rank_equalize(np.zeros((0, 8, 8), np.uint8)).shape == (0, 8, 8)
 
 
-def test_equalize_hist_batch_matches_skimage_exactly() -> None:
+def test_equalize_hist_batch_matches_skimage_exactly(implementation: str) -> None:
     rng = np.random.default_rng(3)
     batch = rng.random((5, 24, 24))
     batch[1] = 0.25  # flat
@@ -139,14 +149,58 @@ def test_clahe_batch_matches_skimage_exactly() -> None:
         np.testing.assert_array_equal(E.clahe_batch(batch), theirs)
 
 
-def test_resize_many_matches_resize_image_and_fills_destinations() -> None:
+def test_resize_planes_matches_resize_image_and_fills_destinations(implementation: str) -> None:
     rng = np.random.default_rng(6)
     flat = np.full((20, 31, 3), 77, np.uint8)
     for image in (rng.integers(0, 256, (57, 40, 3), dtype=np.uint8), flat, rng.integers(0, 256, (9, 70), dtype=np.uint8)):
-        tail = image.shape[2:]
-        dest = [np.full((2, s, s, *tail), -1.0) for s in (24, 48)]
-        out = E.resize_many(image, (24, 48), out=[d[1] for d in dest])
-        for s, d, o in zip((24, 48), dest, out):
-            np.testing.assert_array_equal(d[1], E.resize_image(image, s))
+        depth = image.shape[2] if image.ndim == 3 else 1
+        dest = [np.full((2, depth, s, s), -1.0) for s in (24, 48)]
+        out = E.resize_planes(image, (24, 48), out=[d[1] for d in dest])
+        for s, d, o, many in zip((24, 48), dest, out, E.resize_many(image, (24, 48))):
+            single = E.resize_image(image, s)
+            np.testing.assert_array_equal(d[1], single.reshape(s, s, depth).transpose(2, 0, 1))
+            np.testing.assert_array_equal(many, single)
             assert np.shares_memory(o, d) and (d[0] == -1.0).all()
-    np.testing.assert_array_equal(E.resize_many(flat, (16,))[0], np.full((16, 16, 3), 77 / 255.0))
+    np.testing.assert_array_equal(E.resize_planes(flat, (16,))[0], np.full((3, 16, 16), 77 / 255.0))
+
+
+@pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
+def test_compiled_and_numpy_resize_agree_with_skimage_on_many_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(150):
+        h, w = (int(v) for v in rng.integers(1, 90, 2))
+        size = int(rng.choice([4, 7, 24, 32, 48, 64]))
+        channels = int(rng.choice([0, 1, 3, 4]))
+        image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
+        theirs = transform.resize(image, (size, size))
+        compiled = E.resize_image(image, size)
+        with monkeypatch.context() as patch:
+            patch.setattr(E, "_kernels", None)
+            numpy_path = E.resize_image(image, size)
+        np.testing.assert_allclose(compiled, theirs, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(numpy_path, theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
+def test_compiled_modes_and_equalization_are_bit_identical_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(9)
+    for size in (24, 48, 7):
+        for trial in range(12):
+            n = int(rng.integers(1, 20))
+            planes = rng.random((n, 3, size, size))
+            if trial % 3 == 0:
+                planes = np.round(planes * 8) / 8  # many values on bin edges and centres
+            if trial % 4 == 1:
+                planes[0] = 0.3  # flat image
+            if trial % 5 == 2:
+                planes[:, :, : size // 2] = 0  # black pixels (V == 0) in RGB-HE
+            outputs = {m: np.zeros((n, size, size, E.mode_channels(m)), np.uint8) for m in ("RGB", "RGB-HE", "L", "L-HE")}
+            E.store_modes(planes, outputs)
+            value = planes.max(axis=1)
+            compiled_eq = E.equalize_hist_batch(value)
+            with monkeypatch.context() as patch:
+                patch.setattr(E, "_kernels", None)
+                reference = E.apply_modes(np.moveaxis(planes, 1, -1), list(outputs))
+                np.testing.assert_array_equal(compiled_eq, E.equalize_hist_batch(value))
+            for mode, pixels in outputs.items():
+                np.testing.assert_array_equal(pixels, reference[mode], err_msg=f"{mode} {size} {trial}")
