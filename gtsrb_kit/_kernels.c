@@ -167,6 +167,12 @@ FMA_TARGET static void resize_fma(const double *image, Py_ssize_t h, Py_ssize_t 
 }
 #endif
 
+/* What a kernel returns once its work ran: None, or MemoryError where it could not allocate. */
+static PyObject *none_or_no_memory(int failed) {
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static int check_buffer(Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count, const char *what) {
     if (view->itemsize != itemsize || view->len != itemsize * count) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes, got %zd bytes",
@@ -373,12 +379,7 @@ static PyObject *kernels_equalize_hist(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     failed = equalize_rows(src.buf, dst.buf, n, npix);
     Py_END_ALLOW_THREADS
-    if (failed) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    result = Py_None;
-    Py_INCREF(result);
+    result = none_or_no_memory(failed);
 done:
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
@@ -466,12 +467,7 @@ static PyObject *kernels_store_modes(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     failed = modes_batch(all, n, npix, rgb, he, gray, work);
     Py_END_ALLOW_THREADS
-    if (failed) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    result = Py_None;
-    Py_INCREF(result);
+    result = none_or_no_memory(failed);
 done:
     for (int m = 0; m < 3; m++)
         if (opened[m]) PyBuffer_Release(&outs[m]);
@@ -483,7 +479,7 @@ done:
 static PyObject *kernels_has_fma(PyObject *self, PyObject *noargs) {
 #if HAVE_FMA_DISPATCH
     __builtin_cpu_init();
-    return PyBool_FromLong(__builtin_cpu_supports("fma"));
+    return PyBool_FromLong(__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"));
 #else
     Py_RETURN_FALSE;
 #endif
@@ -493,7 +489,7 @@ static PyMethodDef kernels_methods[] = {
     {"resize", kernels_resize, METH_VARARGS, "Banded resize products (see gtsrb_kit.enhance.resize_planes)."},
     {"equalize_hist", kernels_equalize_hist, METH_VARARGS, "Histogram equalization of each row (see enhance.equalize_hist_batch)."},
     {"store_modes", kernels_store_modes, METH_VARARGS, "RGB, RGB-HE and L of a planar batch as uint8 (see gtsrb_kit.enhance.apply_modes)."},
-    {"has_fma", kernels_has_fma, METH_NOARGS, "Whether this CPU has fused multiply-add instructions."},
+    {"has_fma", kernels_has_fma, METH_NOARGS, "Whether this CPU has AVX2 and fused multiply-add instructions."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,17 +3,21 @@
 How it runs:
 
 1. read the catalog (:func:`gtsrb_kit.catalog.read_catalog`), plan the track-wise split
-   (:mod:`gtsrb_kit.split`), compute each variant's recipe; files already complete with the
-   same recipe are skipped (``force`` rebuilds them);
-2. unless ``keep_test_duplicates``, hash the selected images and drop training tracks holding an
-   image byte-identical to a selected test image (real GTSRB has eight such frames);
+   (:mod:`gtsrb_kit.split`) and hash every image used (in the workers): the hashes and the
+   catalog rows make the source fingerprint of each variant's recipe; files already complete
+   with the same recipe are skipped (``force`` rebuilds them);
+2. unless ``keep_test_duplicates``, drop training tracks holding an image byte-identical to a
+   selected test image (same hashes; real GTSRB has eight such frames);
 3. cut every split into chunks of :data:`~gtsrb_kit.store.CHUNK_IMAGES` images; worker processes
-   decode each image once, produce every variant of the chunk and compress it; the main
-   process writes the compressed chunks straight into the HDF5 files, in order, with a bounded
-   number of chunks in flight, so memory does not grow with the dataset;
+   decode each image once, produce every variant of the chunk (:mod:`gtsrb_kit.enhance`, with
+   its compiled kernels where built) and compress it; the main process writes the compressed
+   chunks straight into the HDF5 files, in order, with a bounded number of chunks in flight, so
+   memory does not grow with the dataset;
 4. each file is written under a temporary name and renamed when complete.
 
-The output is byte-identical for the same inputs and arguments (no timestamps, fixed order).
+The output is byte-identical for the same inputs, arguments and installation (no timestamps,
+fixed order; the recipe records which resize implementation ran, see
+:func:`gtsrb_kit.enhance.resize_implementation`).
 """
 
 from __future__ import annotations

@@ -15,12 +15,17 @@ when shrinking, then bilinear interpolation), then one of these modes:
 This module computes the same results without scikit-image's per-call overhead, on batches of
 same-sized images, and returns ``uint8`` (``round(255 * value)``):
 
-* :func:`resize_image` / :func:`resize_many` fold the anti-aliasing Gaussian (mirror border) and
-  the bilinear taps of each axis into one cached matrix and resize with two small float64 matrix
-  products (columns of every output size in one); they match ``skimage.transform.resize`` to
-  float64 rounding;
+* :func:`resize_image` / :func:`resize_planes` fold the anti-aliasing Gaussian (mirror border)
+  and the bilinear taps of each axis into one cached matrix and resize with two float64 products
+  with these matrices; they match ``skimage.transform.resize`` to float64 rounding;
 * histogram equalization replicates ``np.histogram`` / ``np.interp`` bin for bin, vectorised over
   the batch; ``RGB-HE`` scales RGB by ``V' / V`` (what HSV round-tripping does, without it);
+* the compiled kernels (``gtsrb_kit._kernels``, built by ``setup.py`` where a C compiler is
+  available) run the resize over each output's band of non-zero weights only, and the
+  equalization and the ``RGB``/``RGB-HE``/``L`` modes (:func:`store_modes`) with the same
+  operations as the numpy code, bit for bit; without them the numpy code runs, at about half
+  the speed when cooking (:func:`resize_implementation` says which resize runs: it is the one
+  step whose float rounding differs between the two);
 * :func:`rank_equalize` counts, for every pixel, the disk neighbours not brighter than it with
   one vectorised comparison per disk offset over a mosaic of the whole batch: bit-exact with
   ``skimage.filters.rank.equalize``;
