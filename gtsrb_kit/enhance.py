@@ -23,9 +23,9 @@ same-sized images, and returns ``uint8`` (``round(255 * value)``):
 * the compiled kernels (``gtsrb_kit._kernels``, built by ``setup.py`` where a C compiler is
   available) run the resize over each output's band of non-zero weights only, and the
   equalization and the ``RGB``/``RGB-HE``/``L`` modes (:func:`store_modes`) with the same
-  operations as the numpy code, bit for bit; without them the numpy code runs, at about half
-  the speed when cooking (:func:`resize_implementation` says which resize runs: it is the one
-  step whose float rounding differs between the two);
+  operations as the numpy code, bit for bit; without them (or with ``GTSRB_KIT_KERNELS=0``) the
+  numpy code runs, cooking about 1.7x slower (:func:`resize_implementation` says which resize
+  runs: it is the one step whose float rounding differs between the two);
 * :func:`rank_equalize` counts, for every pixel, the disk neighbours not brighter than it with
   one vectorised comparison per disk offset over a mosaic of the whole batch: bit-exact with
   ``skimage.filters.rank.equalize``;
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -58,6 +59,8 @@ _NBINS = 256
 try:  # compiled inner loops (setup.py builds them where a C compiler is available)
     from gtsrb_kit import _kernels
 except ImportError:  # pragma: no cover - the numpy code below does the same work
+    _kernels = None
+if os.environ.get("GTSRB_KIT_KERNELS", "1") == "0":  # run the numpy code (e.g. to compare)
     _kernels = None
 _FMA = bool(_kernels is not None and _kernels.has_fma())
 

@@ -7,6 +7,9 @@ that pixel's neighbourhood result (rare: checked as a fraction); rank_equalize i
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -204,3 +207,10 @@ def test_compiled_modes_and_equalization_are_bit_identical_to_numpy(monkeypatch:
                 np.testing.assert_array_equal(compiled_eq, E.equalize_hist_batch(value))
             for mode, pixels in outputs.items():
                 np.testing.assert_array_equal(pixels, reference[mode], err_msg=f"{mode} {size} {trial}")
+
+
+def test_kernels_can_be_switched_off_by_environment() -> None:
+    code = "from gtsrb_kit.enhance import resize_implementation as r; print(r())"
+    env = {**os.environ, "GTSRB_KIT_KERNELS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "numpy"
