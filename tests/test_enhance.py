@@ -185,6 +185,17 @@ def test_compiled_and_numpy_resize_agree_with_skimage_on_many_shapes(monkeypatch
 
 
 @pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
+def test_compiled_resize_without_fused_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portable loop of the compiled resize (CPUs without FMA/AVX2) agrees with skimage too."""
+    monkeypatch.setattr(E, "_FMA", False)
+    assert E.resize_implementation() == "c"
+    rng = np.random.default_rng(10)
+    for h, w, size, channels in [(1, 1, 4, 3), (2, 90, 48, 3), (243, 225, 24, 3), (30, 33, 48, 1), (61, 45, 32, 4), (9, 70, 24, 0)]:
+        image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
+        np.testing.assert_allclose(E.resize_image(image, size), transform.resize(image, (size, size)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
 def test_compiled_modes_and_equalization_are_bit_identical_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(9)
     for size in (24, 48, 7):
