@@ -49,39 +49,34 @@ typedef struct {
 
 /* The row pass runs first, along the image's contiguous rows (all channels interleaved); the
  * column pass then writes each channel's plane. Every output is one chain of multiply-adds over
- * the non-zero weights of its row (column), in ascending order. Outputs computed together run
- * over the union of their bands: the extra steps multiply by an exact zero and change nothing,
- * so the result does not depend on how outputs are grouped. */
-#define DEFINE_RESIZE(NAME, MADD, ATTR)                                                          \
-    static ATTR void NAME(const double *image, Py_ssize_t h, Py_ssize_t w, Py_ssize_t depth,      \
-                          const Target *target, double *rowpass) {                                \
-        const Py_ssize_t s = target->size, line = w * depth;                                      \
-        for (Py_ssize_t i = 0; i < s; i++) {                                                      \
-            const int32_t first = target->row_band[2 * i], end = target->row_band[2 * i + 1];     \
-            double *dst = rowpass + i * line;                                                     \
-            for (Py_ssize_t v = 0; v < line; v++) dst[v] = 0.0;                                   \
-            for (int32_t y = first; y < end; y++) {                                               \
-                const double wy = target->rows[i * h + y];                                        \
-                const double *src = image + y * line;                                             \
-                for (Py_ssize_t v = 0; v < line; v++) dst[v] = MADD(wy, src[v], dst[v]);          \
-            }                                                                                     \
-        }                                                                                         \
-        for (Py_ssize_t c = 0; c < depth; c++)                                                    \
-            for (Py_ssize_t i = 0; i < s; i++) {                                                  \
-                const double *src = rowpass + i * line + c;                                       \
-                double *dst = target->out + (c * s + i) * s;                                      \
-                for (Py_ssize_t j = 0; j < s; j++) {                                              \
-                    const int32_t first = target->col_band[2 * j], end = target->col_band[2 * j + 1]; \
-                    double acc = 0.0;                                                             \
-                    for (int32_t x = first; x < end; x++)                                         \
-                        acc = MADD(src[x * depth], target->cols[x * s + j], acc);                 \
-                    dst[j] = acc;                                                                 \
-                }                                                                                 \
-            }                                                                                     \
+ * the non-zero weights of its row (column), in ascending order. This is the portable loop; the
+ * AVX2 one below computes several outputs together over the union of their bands: the extra
+ * steps multiply by an exact zero and change nothing, so grouping does not change the result. */
+static void resize_plain(const double *image, Py_ssize_t h, Py_ssize_t w, Py_ssize_t depth,
+                         const Target *target, double *rowpass) {
+    const Py_ssize_t s = target->size, line = w * depth;
+    for (Py_ssize_t i = 0; i < s; i++) {
+        const int32_t first = target->row_band[2 * i], end = target->row_band[2 * i + 1];
+        double *dst = rowpass + i * line;
+        for (Py_ssize_t v = 0; v < line; v++) dst[v] = 0.0;
+        for (int32_t y = first; y < end; y++) {
+            const double wy = target->rows[i * h + y];
+            const double *src = image + y * line;
+            for (Py_ssize_t v = 0; v < line; v++) dst[v] = wy * src[v] + dst[v];
+        }
     }
-
-static inline double plain_madd(double a, double b, double c) { return a * b + c; }
-DEFINE_RESIZE(resize_plain, plain_madd, )
+    for (Py_ssize_t c = 0; c < depth; c++)
+        for (Py_ssize_t i = 0; i < s; i++) {
+            const double *src = rowpass + i * line + c;
+            double *dst = target->out + (c * s + i) * s;
+            for (Py_ssize_t j = 0; j < s; j++) {
+                const int32_t first = target->col_band[2 * j], end = target->col_band[2 * j + 1];
+                double acc = 0.0;
+                for (int32_t x = first; x < end; x++) acc = src[x * depth] * target->cols[x * s + j] + acc;
+                dst[j] = acc;
+            }
+        }
+}
 
 #if HAVE_FMA_DISPATCH
 #include <immintrin.h>
@@ -166,12 +161,6 @@ FMA_TARGET static void resize_fma(const double *image, Py_ssize_t h, Py_ssize_t 
     }
 }
 #endif
-
-/* What a kernel returns once its work ran: None, or MemoryError where it could not allocate. */
-static PyObject *none_or_no_memory(int failed) {
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
-}
 
 static int check_buffer(Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count, const char *what) {
     if (view->itemsize != itemsize || view->len != itemsize * count) {
@@ -358,29 +347,30 @@ static CLONES void equalize_one(const double *v, double *out, Py_ssize_t npix, i
     }
 }
 
-static int equalize_rows(const double *src, double *dst, Py_ssize_t n, Py_ssize_t npix) {
-    int32_t *bins = PyMem_RawMalloc(sizeof(int32_t) * (npix ? npix : 1));
-    if (!bins) return -1;
-    for (Py_ssize_t r = 0; r < n; r++) equalize_one(src + r * npix, dst + r * npix, npix, bins);
-    PyMem_RawFree(bins);
-    return 0;
-}
-
 /* equalize_hist(images, out, n, npix): both (n, npix) float64, C order */
 static PyObject *kernels_equalize_hist(PyObject *self, PyObject *args) {
     Py_buffer src = {0}, dst = {0};
     Py_ssize_t n, npix;
     if (!PyArg_ParseTuple(args, "y*w*nn", &src, &dst, &n, &npix)) return NULL;
     PyObject *result = NULL;
-    int failed;
+    int32_t *bins = NULL;
     if (n < 0 || npix < 1 || check_buffer(&src, sizeof(double), n * npix, "images") ||
         check_buffer(&dst, sizeof(double), n * npix, "out"))
         goto done;
+    bins = PyMem_Malloc(sizeof(int32_t) * npix);
+    if (!bins) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const double *images = src.buf;
+    double *out = dst.buf;
     Py_BEGIN_ALLOW_THREADS
-    failed = equalize_rows(src.buf, dst.buf, n, npix);
+    for (Py_ssize_t r = 0; r < n; r++) equalize_one(images + r * npix, out + r * npix, npix, bins);
     Py_END_ALLOW_THREADS
-    result = none_or_no_memory(failed);
+    result = Py_None;
+    Py_INCREF(result);
 done:
+    PyMem_Free(bins);
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
     return result;
@@ -395,9 +385,9 @@ static inline uint8_t to_u8(double value) {
     return (uint8_t)((scaled > 0.0 ? scaled : 0.0) + big - big);
 }
 
-/* The modes of n planar images; work: room for 3 * npix doubles. Returns -1 without memory. */
-static CLONES int modes_batch(const double *all, Py_ssize_t n, Py_ssize_t npix, uint8_t *rgb, uint8_t *he,
-                              uint8_t *gray, double *work) {
+/* The modes of n planar images; work: room for 2 * npix doubles, bins for npix bin numbers. */
+static CLONES void modes_batch(const double *all, Py_ssize_t n, Py_ssize_t npix, uint8_t *rgb, uint8_t *he,
+                               uint8_t *gray, double *work, int32_t *bins) {
     for (Py_ssize_t img = 0; img < n; img++) {
         const double *r = all + img * 3 * npix, *g = r + npix, *b = g + npix;
         if (rgb) {
@@ -418,7 +408,7 @@ static CLONES int modes_batch(const double *all, Py_ssize_t n, Py_ssize_t npix, 
                 const double m = r[i] > g[i] ? r[i] : g[i];
                 v[i] = m > b[i] ? m : b[i];
             }
-            if (equalize_rows(v, v_eq, 1, npix)) return -1;
+            equalize_one(v, v_eq, npix, bins);
             uint8_t *dst = he + img * 3 * npix;
             for (Py_ssize_t i = 0; i < npix; i++) {
                 if (v[i] > 0) {
@@ -432,7 +422,6 @@ static CLONES int modes_batch(const double *all, Py_ssize_t n, Py_ssize_t npix, 
             }
         }
     }
-    return 0;
 }
 
 /* store_modes(planes, n, s, rgb, rgb_he, gray): planes float64 (n, 3, s, s) in [0, 1]; each
@@ -445,6 +434,7 @@ static PyObject *kernels_store_modes(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nnOOO", &planes, &n, &s, &objs[0], &objs[1], &objs[2])) return NULL;
     PyObject *result = NULL;
     double *work = NULL;
+    int32_t *bins = NULL;
     int opened[3] = {0, 0, 0};
     const Py_ssize_t npix = s * s;
     if (n < 0 || s < 1 || check_buffer(&planes, sizeof(double), n * 3 * npix, "planes")) goto done;
@@ -455,23 +445,25 @@ static PyObject *kernels_store_modes(PyObject *self, PyObject *args) {
         opened[m] = 1;
         if (check_buffer(&outs[m], 1, n * npix * channels[m], "out")) goto done;
     }
-    work = PyMem_Malloc(sizeof(double) * 3 * (npix ? npix : 1));
-    if (!work) {
+    work = PyMem_Malloc(sizeof(double) * 2 * npix);
+    bins = PyMem_Malloc(sizeof(int32_t) * npix);
+    if (!work || !bins) {
         PyErr_NoMemory();
         goto done;
     }
-    int failed = 0;
     const double *all = planes.buf;
     uint8_t *rgb = opened[0] ? outs[0].buf : NULL, *he = opened[1] ? outs[1].buf : NULL;
     uint8_t *gray = opened[2] ? outs[2].buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-    failed = modes_batch(all, n, npix, rgb, he, gray, work);
+    modes_batch(all, n, npix, rgb, he, gray, work, bins);
     Py_END_ALLOW_THREADS
-    result = none_or_no_memory(failed);
+    result = Py_None;
+    Py_INCREF(result);
 done:
     for (int m = 0; m < 3; m++)
         if (opened[m]) PyBuffer_Release(&outs[m]);
     PyMem_Free(work);
+    PyMem_Free(bins);
     PyBuffer_Release(&planes);
     return result;
 }

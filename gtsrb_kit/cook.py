@@ -198,12 +198,12 @@ def _ppm_pixels(data: bytes) -> np.ndarray | None:
 
 
 def _decode(path: str) -> np.ndarray:
-    import cv2
-
     data = _read_file(path)
     pixels = _ppm_pixels(data)
     if pixels is not None:
         return pixels
+    import cv2  # only here: binary PPMs (all of GTSRB) need no OpenCV in the workers
+
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3:
         return decode_image_bytes(data, path)  # Pillow reads what OpenCV does not, or says why not
@@ -688,13 +688,6 @@ def _write_chunk(ds: h5py.Dataset, first_row: int, data: bytes, mask: int) -> No
     ds.id.write_direct_chunk((first_row, *(0,) * (ds.ndim - 1)), data, filter_mask=mask)
 
 
-def _public_mode(path: Path) -> None:
-    """Give a finished file the usual permissions (temp files are created private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 class _BadImages(Exception):
     def __init__(self, problems: list[dict]) -> None:
         super().__init__(f"{len(problems)} unreadable image(s)")
@@ -724,8 +717,7 @@ def _cook_files(
         for v in variants:
             final = out_dir / enhanced_filename(v.size, v.mode, v.roi)
             remove_stale_temporaries(final)  # of killed cooks
-            tmp = stack.enter_context(atomic_path(final))
-            _public_mode(tmp)
+            tmp = stack.enter_context(atomic_path(final))  # with the usual permissions already
             handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
             handles[v.name] = handle
             datasets[v.name] = _write_file_header(handle, v, columns)
