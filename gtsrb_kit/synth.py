@@ -504,8 +504,27 @@ def generate_dataset(
         DataError: ``out`` is a file, or a non-empty foreign folder without ``force``.
     """
     out = Path(out)
-    for name, value in (("tracks_per_class", tracks_per_class), ("frames_per_track", frames_per_track),
-                        ("test_per_class", test_per_class)):
+    _check_request(out, counts=(tracks_per_class, frames_per_track, test_per_class), layout=layout,
+                   archives=archives, force=force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+    try:
+        plan = _Plan(tmp, tracks_per_class, frames_per_track, test_per_class, seed, layout)
+        entries, counts = _build(plan, archives=archives, progress=progress)
+        marker = {
+            "generator": "gtsrb-kit synth", "format": 1, "layout": layout, "seed": seed,
+            "tracks_per_class": tracks_per_class, "frames_per_track": frames_per_track,
+            "test_per_class": test_per_class, "archives": archives, "entries": entries, "counts": counts,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        _swap_in(tmp, out, entries)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _check_request(out: Path, *, counts: tuple[int, int, int], layout: str, archives: bool, force: bool) -> None:
+    for name, value in zip(("tracks_per_class", "frames_per_track", "test_per_class"), counts):
         if value < 1:
             raise ConfigError(f"{name}={value}: must be at least 1")
     if layout not in ("official", "kaggle"):
@@ -518,127 +537,157 @@ def generate_dataset(
         raise DataError(f"{out}: folder is not empty and was not written by 'gtsrb-kit synth'; "
                         "pick an empty --root or pass --force to overwrite its GTSRB entries")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
-    try:
-        entries, counts = _build(tmp, tracks_per_class=tracks_per_class, frames_per_track=frames_per_track,
-                         test_per_class=test_per_class, seed=seed, layout=layout, archives=archives,
-                         progress=progress)
-        marker = {
-            "generator": "gtsrb-kit synth", "format": 1, "layout": layout, "seed": seed,
-            "tracks_per_class": tracks_per_class, "frames_per_track": frames_per_track,
-            "test_per_class": test_per_class, "archives": archives, "entries": entries, "counts": counts,
-        }
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        out.mkdir(exist_ok=True)
-        old = _previous_entries(out) if _is_synth_output(out) else []
-        # Drop the marker first: a crash while swapping leaves a folder that needs --force,
-        # never one that claims to be complete.
-        _remove(out / MARKER)
-        for name in sorted(set(old) | set(entries)):
-            _remove(out / name)
-        for name in entries:
-            os.replace(tmp / name, out / name)
-        os.replace(tmp / MARKER, out / MARKER)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+def _swap_in(tmp: Path, out: Path, entries: list[str]) -> None:
+    """Replace the entries of ``out`` (and of an earlier synth output there) by those of ``tmp``."""
+    out.mkdir(exist_ok=True)
+    old = _previous_entries(out) if _is_synth_output(out) else []
+    # Drop the marker first: a crash while swapping leaves a folder that needs --force,
+    # never one that claims to be complete.
+    _remove(out / MARKER)
+    for name in sorted(set(old) | set(entries)):
+        _remove(out / name)
+    for name in entries:
+        os.replace(tmp / name, out / name)
+    os.replace(tmp / MARKER, out / MARKER)
 
 
-def _build(
-    root: Path, *, tracks_per_class: int, frames_per_track: int, test_per_class: int, seed: int,
-    layout: SynthLayout, archives: bool, progress: ProgressCallback | None,
-) -> tuple[list[str], dict[str, int]]:
-    """Render everything into ``root``; return the top-level entry names and image counts."""
+@dataclass(frozen=True)
+class _Plan:
+    """What to draw, where: the arguments of :func:`generate_dataset` that shape the images."""
+
+    root: Path
+    tracks_per_class: int
+    frames_per_track: int
+    test_per_class: int
+    seed: int
+    layout: SynthLayout
+
+    @property
+    def official(self) -> bool:
+        return self.layout == "official"
+
+    @property
+    def ext(self) -> str:
+        return "ppm" if self.official else "png"
+
+    @property
+    def train_root(self) -> Path:
+        return self.root / ("GTSRB/Final_Training/Images" if self.official else "Train")
+
+    @property
+    def test_dir(self) -> Path:
+        return self.root / ("GTSRB/Final_Test/Images" if self.official else "Test")
+
+    def class_dir(self, cid: int) -> Path:
+        return self.train_root / (f"{cid:05d}" if self.official else str(cid))
+
+
+Rows = list[list[object]]
+_HEADER = ["Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
+
+
+def _build(plan: _Plan, *, archives: bool, progress: ProgressCallback | None) -> tuple[list[str], dict[str, int]]:
+    """Render everything into ``plan.root``; return the top-level entry names and image counts."""
     pictures = {c: (draw_pictogram(c), draw_pictogram(c, _PICT // 2)) for c in range(NUM_CLASSES)}
-    count_rng = np.random.default_rng([seed, 7])
-    n_tracks = _class_counts(tracks_per_class, count_rng)
-    n_test = _class_counts(test_per_class, count_rng)
-    official = layout == "official"
-    fmt, ext = ("PPM", "ppm") if official else ("PNG", "png")
-    total = int(n_tracks.sum()) * frames_per_track + int(n_test.sum())
-    train_root = root / ("GTSRB/Final_Training/Images" if official else "Train")
-    test_dir = root / ("GTSRB/Final_Test/Images" if official else "Test")
-    test_dir.mkdir(parents=True)
-    for cid in range(NUM_CLASSES):
-        (train_root / (f"{cid:05d}" if official else str(cid))).mkdir(parents=True)
+    count_rng = np.random.default_rng([plan.seed, 7])
+    n_tracks = _class_counts(plan.tracks_per_class, count_rng)
+    n_test = _class_counts(plan.test_per_class, count_rng)
+    train_rows, test_rows = _draw_images(plan, pictures, n_tracks, n_test, progress)
+    counts = {"train": len(train_rows), "test": len(test_rows), "tracks": int(n_tracks.sum())}
+    if not plan.official:
+        return _write_kaggle_tables(plan, pictures, train_rows, test_rows), counts
+    _write_official_tables(plan, train_rows, test_rows)
+    entries = ["GTSRB", "GT-final_test.csv"]
+    if archives:
+        _write_archives(plan.root, progress)
+        entries.append("archives")
+    return entries, counts
 
-    def train_track(cid: int, track_no: int) -> list[list[object]]:
-        class_dir = train_root / (f"{cid:05d}" if official else str(cid))
-        track = _make_track(pictures, cid, seed, 0, track_no)
-        rows: list[list[object]] = []
-        for f in range(frames_per_track):
-            image, roi = _render(track, f / (frames_per_track - 1) if frames_per_track > 1 else 0.5)
-            name = f"{track_no:05d}_{f:05d}.{ext}" if official else f"{cid:05d}_{track_no:05d}_{f:05d}.{ext}"
-            (class_dir / name).write_bytes(_encode(image, fmt))
+
+def _draw_images(plan: _Plan, pictures: dict, n_tracks: np.ndarray, n_test: np.ndarray,
+                 progress: ProgressCallback | None) -> tuple[Rows, Rows]:
+    """Draw and write every training track and test image; return their CSV rows."""
+    plan.test_dir.mkdir(parents=True)
+    for cid in range(NUM_CLASSES):
+        plan.class_dir(cid).mkdir(parents=True)
+    fmt, ext, frames = ("PPM" if plan.official else "PNG"), plan.ext, plan.frames_per_track
+
+    def train_track(cid: int, track_no: int) -> Rows:
+        track = _make_track(pictures, cid, plan.seed, 0, track_no)
+        rows: Rows = []
+        for f in range(frames):
+            image, roi = _render(track, f / (frames - 1) if frames > 1 else 0.5)
+            name = f"{track_no:05d}_{f:05d}.{ext}" if plan.official else f"{cid:05d}_{track_no:05d}_{f:05d}.{ext}"
+            (plan.class_dir(cid) / name).write_bytes(_encode(image, fmt))
             h, w = image.shape[:2]
             rows.append([name, w, h, *roi, cid])
         return rows
 
-    # Test images: one frame of an unseen track each, shuffled over classes like the real set.
-    test_classes = np.repeat(np.arange(NUM_CLASSES), n_test)
-    test_classes = test_classes[np.random.default_rng([seed, 11]).permutation(len(test_classes))]
-
-    def test_image(i: int, cid: int) -> list[list[object]]:
-        track = _make_track(pictures, cid, seed, 1, i)
+    def test_image(i: int, cid: int) -> Rows:
+        track = _make_track(pictures, cid, plan.seed, 1, i)
         image, roi = _render(track, float(track.rng.uniform(0, 1)))
         name = f"{i:05d}.{ext}"
-        (test_dir / name).write_bytes(_encode(image, fmt))
+        (plan.test_dir / name).write_bytes(_encode(image, fmt))
         h, w = image.shape[:2]
         return [[name, w, h, *roi, cid]]
 
+    # Test images: one frame of an unseen track each, shuffled over classes like the real set.
+    test_classes = np.repeat(np.arange(NUM_CLASSES), n_test)
+    test_classes = test_classes[np.random.default_rng([plan.seed, 11]).permutation(len(test_classes))]
+    jobs = [(train_track, cid, t, frames) for cid in range(NUM_CLASSES) for t in range(int(n_tracks[cid]))]
+    n_train_jobs = len(jobs)
+    jobs += [(test_image, i, int(cid), 1) for i, cid in enumerate(test_classes)]
+    results = _run_threaded(jobs, progress)
+    return ([r for rows in results[:n_train_jobs] for r in rows],
+            [r for rows in results[n_train_jobs:] for r in rows])
+
+
+def _run_threaded(jobs: list[tuple[Callable[[int, int], Rows], int, int, int]],
+                  progress: ProgressCallback | None) -> list[Rows]:
+    """Run ``fn(a, b)`` for every job in threads, in order, counting ``n`` images per job."""
     # Every track and test image draws from its own seeded generator, so the work can run in
     # threads (PIL and numpy release the GIL) without changing a byte of the output.
-    jobs = [(train_track, cid, t, frames_per_track) for cid in range(NUM_CLASSES) for t in range(int(n_tracks[cid]))]
-    jobs += [(test_image, i, int(cid), 1) for i, cid in enumerate(test_classes)]
-    results: list[list[list[object]]] = []
-    done = 0
+    total, done, results = sum(n for *_, n in jobs), 0, []
     report(progress, "drawing images", 0, total)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(fn, a, b) for fn, a, b, _ in jobs]
-        for future, (_, _, _, n) in zip(futures, jobs):
+        for future, (*_, n) in zip(futures, jobs):
             results.append(future.result())
             done += n
             report(progress, "drawing images", done, total)
-    train_rows = [r for (fn, *_), rows in zip(jobs, results) if fn is train_track for r in rows]
-    test_rows = [r for (fn, *_), rows in zip(jobs, results) if fn is test_image for r in rows]
-    if official:
-        by_class: dict[int, list[list[object]]] = {}
-        for row in train_rows:
-            by_class.setdefault(int(row[-1]), []).append(row)
-        for cid in range(NUM_CLASSES):
-            _write_csv(train_root / f"{cid:05d}" / f"GT-{cid:05d}.csv",
-                       ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"],
-                       by_class.get(cid, []), ";", "\r\n")
-    kaggle_train = [[*r[1:], f"Train/{r[-1]}/{r[0]}"] for r in train_rows]
-    counts = {"train": len(train_rows), "test": len(test_rows), "tracks": int(n_tracks.sum())}
+    return results
 
-    header = ["Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
-    if official:
-        _write_csv(test_dir / "GT-final_test.test.csv", ["Filename", *header[:-1]], [r[:-1] for r in test_rows],
+
+def _write_official_tables(plan: _Plan, train_rows: Rows, test_rows: Rows) -> None:
+    by_class: dict[int, Rows] = {}
+    for row in train_rows:
+        by_class.setdefault(int(row[-1]), []).append(row)
+    for cid in range(NUM_CLASSES):
+        _write_csv(plan.class_dir(cid) / f"GT-{cid:05d}.csv", ["Filename", *_HEADER], by_class.get(cid, []),
                    ";", "\r\n")
-        _write_csv(root / "GT-final_test.csv", ["Filename", *header], test_rows, ";", "\r\n")
-        entries = ["GTSRB", "GT-final_test.csv"]
-        if archives:
-            _write_archives(root, progress)
-            entries.append("archives")
-        return entries, counts
+    _write_csv(plan.test_dir / "GT-final_test.test.csv", ["Filename", *_HEADER[:-1]], [r[:-1] for r in test_rows],
+               ";", "\r\n")
+    _write_csv(plan.root / "GT-final_test.csv", ["Filename", *_HEADER], test_rows, ";", "\r\n")
 
-    _write_csv(root / "Train.csv", [*header, "Path"], kaggle_train, ",", "\n")
-    _write_csv(root / "Test.csv", [*header, "Path"], [[*r[1:], f"Test/{r[0]}"] for r in test_rows], ",", "\n")
+
+def _write_kaggle_tables(plan: _Plan, pictures: dict, train_rows: Rows, test_rows: Rows) -> list[str]:
+    root = plan.root
+    _write_csv(root / "Train.csv", [*_HEADER, "Path"], [[*r[1:], f"Train/{r[-1]}/{r[0]}"] for r in train_rows],
+               ",", "\n")
+    _write_csv(root / "Test.csv", [*_HEADER, "Path"], [[*r[1:], f"Test/{r[0]}"] for r in test_rows], ",", "\n")
     meta_dir = root / "Meta"
     meta_dir.mkdir()
-    meta_rows: list[list[object]] = []
+    meta_rows: Rows = []
     for cid in range(NUM_CLASSES):
-        pict = pictures[cid][0]
         # Transparent pixels carry white so that an RGB conversion shows the sign on white.
-        rgba = np.asarray(pict).copy()
+        rgba = np.asarray(pictures[cid][0]).copy()
         rgba[rgba[..., 3] == 0, :3] = 255
         Image.fromarray(rgba, "RGBA").save(meta_dir / f"{cid}.png", format="PNG")
         spec = _spec(cid)
         meta_rows.append([f"Meta/{cid}.png", cid, _shape_id(spec), spec.color_id, f"{_shape_id(spec)}.{cid}"])
     _write_csv(root / "Meta.csv", ["Path", "ClassId", "ShapeId", "ColorId", "SignId"], meta_rows, ",", "\n")
-    return ["Meta", "Meta.csv", "Test", "Test.csv", "Train", "Train.csv"], counts
+    return ["Meta", "Meta.csv", "Test", "Test.csv", "Train", "Train.csv"]
 
 
 def _write_archives(root: Path, progress: ProgressCallback | None) -> None:
