@@ -24,8 +24,10 @@ per-call overhead, and returns ``uint8`` (``round(255 * value)``):
 * ``L-CLAHE`` calls scikit-image per image.
 
 :func:`course_enhance` is the straightforward scikit-image implementation, kept as the reference
-for tests and the benchmark. Stated tolerance against it (after ``round(255 * x)``): at most 1 grey
-level for every mode (rounding of values that sit on a half level), bit-exact for ``L-LHE``.
+for tests and the benchmark. Stated tolerance against it (after ``round(255 * x)``): ``RGB``,
+``RGB-HE``, ``L`` and ``L-HE`` are within 1 grey level on every pixel (rounding of values that sit
+on a half level); ``L-LHE`` and ``L-CLAHE`` differ on fewer than 0.1 % of the pixels (around a grey
+input one level off); :func:`rank_equalize` itself is bit-exact.
 """
 
 from __future__ import annotations
