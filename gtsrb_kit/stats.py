@@ -19,12 +19,9 @@ full benchmark (25,700 images) takes seconds.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 import os
-import re
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from gtsrb_kit.catalog import decode_image_bytes, image_digest, shared_digests
 from gtsrb_kit.classes import NUM_CLASSES, class_name
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path
@@ -56,29 +54,6 @@ _DARK = 40  # mean luminance below which an image counts as dark
 
 # --------------------------------------------------------------------------- per-image measures
 
-_PNM_TOKEN = re.compile(rb"(?:\s|#[^\n]*\n)*(\S+)")
-
-
-def _decode(data: bytes) -> np.ndarray:
-    """RGB uint8 array of an image file's bytes; binary PPM (P6) is parsed directly (fast)."""
-    if data[:2] == b"P6":
-        pos, values = 2, []
-        while len(values) < 3:
-            match = _PNM_TOKEN.match(data, pos)
-            if match is None or not match.group(1).isdigit():
-                break
-            values.append(int(match.group(1)))
-            pos = match.end()
-        if len(values) == 3:
-            width, height, maxval = values
-            pos += 1  # the single whitespace after maxval
-            if 0 < maxval < 256 and len(data) - pos >= width * height * 3:
-                return np.frombuffer(data, np.uint8, width * height * 3, pos).reshape(height, width, 3)
-            raise ValueError(f"PPM truncated or with {maxval=} unsupported")
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, int, int, str]:
     """Measure one image file.
 
@@ -88,17 +63,17 @@ def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, in
         (low = blurry), the decoded size and the SHA-256 of the file's bytes.
 
     Raises:
-        OSError, ValueError: the file is missing or not a decodable image.
+        OSError: the file cannot be read.
+        DataError: the file is not a decodable image.
     """
     import cv2
 
     data = Path(path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    rgb = np.ascontiguousarray(_decode(data))
+    rgb = np.ascontiguousarray(decode_image_bytes(data, str(path)))
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     mean, std = cv2.meanStdDev(gray)
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_64F))
-    return float(mean[0, 0]), float(std[0, 0]), float(lap_std[0, 0]) ** 2, rgb.shape[1], rgb.shape[0], digest
+    return float(mean[0, 0]), float(std[0, 0]), float(lap_std[0, 0]) ** 2, rgb.shape[1], rgb.shape[0], image_digest(data)
 
 
 def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
@@ -112,9 +87,10 @@ def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     for i, path in enumerate(paths):
         try:
             *values[i], hashes[i] = measure_image(path)
-        except (OSError, ValueError, SyntaxError) as exc:
-            text = str(exc).strip()
-            errors[i] = f"unreadable image ({text.splitlines()[0] if text else type(exc).__name__})"
+        except DataError as exc:
+            errors[i] = str(exc).removeprefix(f"{path}: ")
+        except OSError as exc:
+            errors[i] = f"unreadable image ({exc.strerror or exc})"
     return values, hashes, errors
 
 
@@ -206,11 +182,10 @@ def find_shared_images(per_image: pd.DataFrame) -> list[dict[str, Any]]:
         One dict per distinct content: ``sha256``, ``class_ids``, ``train`` and ``test``
         (sorted relative paths), ordered by the first training path.
     """
-    rows = per_image[per_image["sha256"] != ""]
-    train_hashes = set(rows.loc[rows["split"] == "train", "sha256"])
-    test_hashes = set(rows.loc[rows["split"] == "test", "sha256"])
+    rows = per_image
+    both = shared_digests(rows.loc[rows["split"] == "train", "sha256"], rows.loc[rows["split"] == "test", "sha256"])
     groups = []
-    for digest, group in rows[rows["sha256"].isin(train_hashes & test_hashes)].groupby("sha256"):
+    for digest, group in rows[rows["sha256"].isin(both)].groupby("sha256"):
         groups.append({
             "sha256": str(digest),
             "class_ids": sorted(int(c) for c in group["class_id"].unique()),
@@ -228,29 +203,9 @@ def _extremes(per_image: pd.DataFrame, column: str, n: int, ascending: bool = Tr
             for r in picked.itertuples()]
 
 
-def compute_stats(
-    catalog: pd.DataFrame,
-    *,
-    workers: int | None = None,
-    top: int = 24,
-    strict: bool = False,
-    progress: ProgressCallback | None = None,
-) -> DatasetStats:
-    """Measure a catalog: counts, sizes, brightness/contrast/sharpness, shared images.
-
-    Args:
-        catalog: From :func:`~gtsrb_kit.catalog.read_catalog` (``meta`` rows are ignored).
-        workers: Processes for decoding (see :func:`measure_images`).
-        top: How many images the darkest/smallest/blurriest lists keep.
-        strict: Raise on the first unreadable image or size that disagrees with the CSV
-            (otherwise they are listed in ``summary["image_problems"]`` and left out).
-        progress: Optional ``progress(description, completed, total)`` callback.
-
-    Raises:
-        DataError: the catalog holds no training or test image, or (``strict``) an image is
-            unreadable or has another size than its CSV row says.
-    """
-    started = time.perf_counter()
+def _measure_catalog(catalog: pd.DataFrame, *, workers: int | None, strict: bool,
+                     progress: ProgressCallback | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measures of every training and test image, and the rows of the bad ones (left out)."""
     images = catalog[catalog["split"].isin(["train", "test"])].reset_index(drop=True)
     if images.empty:
         raise DataError(f"{catalog.attrs.get('root', 'catalog')}: no training or test images to measure; "
@@ -275,8 +230,11 @@ def compute_stats(
         raise DataError(f"{first['path']}: {first['error']} ({len(unreadable)} bad image(s); "
                         "fix or remove them, or run without --strict to skip them)")
     # Bad images stay listed in the summary but out of every statistic.
-    per_image = per_image[per_image["error"] == ""].drop(columns="error").reset_index(drop=True)
+    return per_image[per_image["error"] == ""].drop(columns="error").reset_index(drop=True), unreadable
 
+
+def _per_class(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Counts, shares and median measures of every class."""
     train = per_image[per_image["split"] == "train"]
     test = per_image[per_image["split"] == "test"]
     ids = pd.Index(range(NUM_CLASSES), name="class_id")
@@ -293,15 +251,20 @@ def compute_stats(
     per_class["contrast_mean"] = grouped["contrast"].mean().reindex(ids).round(2)
     per_class["sharpness_median"] = grouped["sharpness"].median().reindex(ids).round(1)
     per_class["roi_width_median"] = grouped["roi_width"].median().reindex(ids)
-    per_class = per_class.reset_index()
+    return per_class.reset_index()
 
-    shared = find_shared_images(per_image)
+
+def _summary(catalog: pd.DataFrame, per_image: pd.DataFrame, per_class: pd.DataFrame, shared: list[dict[str, Any]],
+             unreadable: pd.DataFrame, top: int) -> dict[str, Any]:
+    """The JSON summary of a measured catalog."""
+    train = per_image[per_image["split"] == "train"]
+    test = per_image[per_image["split"] == "test"]
     hashed = per_image[per_image["sha256"] != ""]
     within = {s: int(len(g) - g["sha256"].nunique()) for s, g in hashed.groupby("split")}
     counts = per_class.set_index("class_id")["train"]
     present = counts[counts > 0]
     tracks = per_class.set_index("class_id")["tracks"]
-    summary: dict[str, Any] = {
+    return {
         "root": str(catalog.attrs.get("root", "")),
         "layout": str(catalog.attrs.get("layout", "")),
         "images": {"train": len(train), "test": len(test), "meta": int((catalog["split"] == "meta").sum())},
@@ -337,8 +300,37 @@ def compute_stats(
                                "sharpness", top),
         "image_problems": [{"path": str(p), "problem": e} for p, e in zip(unreadable["path"], unreadable["error"])],
         "catalog_problems": [dict(p) for p in catalog.attrs.get("problems", [])],
-        "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def compute_stats(
+    catalog: pd.DataFrame,
+    *,
+    workers: int | None = None,
+    top: int = 24,
+    strict: bool = False,
+    progress: ProgressCallback | None = None,
+) -> DatasetStats:
+    """Measure a catalog: counts, sizes, brightness/contrast/sharpness, shared images.
+
+    Args:
+        catalog: From :func:`~gtsrb_kit.catalog.read_catalog` (``meta`` rows are ignored).
+        workers: Processes for decoding (see :func:`measure_images`).
+        top: How many images the darkest/smallest/blurriest lists keep.
+        strict: Raise on the first unreadable image or size that disagrees with the CSV
+            (otherwise they are listed in ``summary["image_problems"]`` and left out).
+        progress: Optional ``progress(description, completed, total)`` callback.
+
+    Raises:
+        DataError: the catalog holds no training or test image, or (``strict``) an image is
+            unreadable or has another size than its CSV row says.
+    """
+    started = time.perf_counter()
+    per_image, unreadable = _measure_catalog(catalog, workers=workers, strict=strict, progress=progress)
+    per_class = _per_class(per_image)
+    shared = find_shared_images(per_image)
+    summary = _summary(catalog, per_image, per_class, shared, unreadable, top)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
     return DatasetStats(summary=summary, per_class=per_class, per_image=per_image, shared=shared)
 
 
