@@ -42,6 +42,7 @@ from gtsrb_kit.enhance import (
     check_mode,
     check_size,
     crop_roi,
+    rank_equalize,
     resize_planes,
 )
 from gtsrb_kit.errors import ConfigError, DataError
@@ -114,13 +115,29 @@ class _Task:
 
 # --------------------------------------------------------------------------- worker side
 
-def _init_worker() -> None:
-    """One process per core: OpenCV and BLAS run on one thread each."""
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """OpenCV and BLAS on one thread each: one process per core, and their threads cost more than
+    they save on arrays this small."""
     import cv2
     from threadpoolctl import threadpool_limits
 
+    before = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    threadpool_limits(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+_worker_limits: contextlib.ExitStack | None = None
+
+
+def _init_worker() -> None:
+    global _worker_limits
+    _worker_limits = contextlib.ExitStack()  # held for the worker's lifetime
+    _worker_limits.enter_context(_single_threaded())
 
 
 def _scan(items: Sequence[tuple[str, tuple[int, int] | None]]) -> list[tuple[str | None, str | None]]:
@@ -150,18 +167,31 @@ def _cook_chunk(task: _Task) -> dict[str, tuple[int, bytes]]:
     for (size, roi), variants in _by_geometry(task.variants).items():
         sources = [crop_roi(im, *box) if roi and box is not None else im for im, box in zip(images, task.rois)]
         modes = [v.mode for v in variants]
-        pixels = {m: np.zeros((task.chunk_rows, size, size, 3 if m.startswith("RGB") else 1), np.uint8) for m in modes}
-        group = max(1, _GROUP_PIXELS // (size * size))
-        planes = np.empty((group, 3, size, size))
-        for start in range(0, len(sources), group):
-            part = sources[start:start + group]
-            for i, image in enumerate(part):
-                resize_planes(image, (size,), out=[planes[i]])
-            enhanced = apply_modes(np.moveaxis(planes[:len(part)], 1, -1), modes)
-            for mode, values in enhanced.items():
-                pixels[mode][start:start + len(part)] = values
+        pixels = _enhance_chunk(sources, size, modes, task.chunk_rows)
         out.update({v.name: encode_chunk(pixels[v.mode], v.mode) for v in variants})
     return out
+
+
+def _enhance_chunk(sources: list[np.ndarray], size: int, modes: list[str], rows: int) -> dict[str, np.ndarray]:
+    """Every mode of the images, resized to ``size``, into zero-padded ``(rows, size, size, C)`` arrays.
+
+    Images go through in groups small enough for their float temporaries to stay in the CPU
+    cache; L-LHE runs once over the whole chunk's grey images (its cost is per call).
+    """
+    lhe = "L-LHE" in modes
+    per_group = [m for m in modes if m != "L-LHE"] + (["L"] if lhe and "L" not in modes else [])
+    pixels = {m: np.zeros((rows, size, size, 3 if m.startswith("RGB") else 1), np.uint8) for m in [*per_group, *modes]}
+    group = max(1, _GROUP_PIXELS // (size * size))
+    planes = np.empty((group, 3, size, size))
+    for start in range(0, len(sources), group):
+        part = sources[start:start + group]
+        for i, image in enumerate(part):
+            resize_planes(image, (size,), out=[planes[i]])
+        for mode, values in apply_modes(np.moveaxis(planes[:len(part)], 1, -1), per_group).items():
+            pixels[mode][start:start + len(part)] = values
+    if lhe:
+        pixels["L-LHE"][:len(sources), ..., 0] = rank_equalize(pixels["L"][:len(sources), ..., 0])
+    return pixels
 
 
 def _by_geometry(variants: Iterable[_Variant]) -> dict[tuple[int, bool], list[_Variant]]:
@@ -177,7 +207,8 @@ def _by_geometry(variants: Iterable[_Variant]) -> dict[tuple[int, bool], list[_V
 def _executor(workers: int) -> Iterator[cf.Executor | None]:
     """A process pool of ``workers`` processes, or None to run in this process (``workers`` = 1)."""
     if workers <= 1:
-        yield None
+        with _single_threaded():
+            yield None
         return
     pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
     try:
