@@ -319,6 +319,23 @@ def _drop(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     return frame[~rows].reset_index(drop=True) if rows.any() else frame
 
 
+def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Names, track ids and integer columns added; rows sorted by split, class and path."""
+    names = {c: class_name(int(c)) for c in frame["class_id"].unique().tolist()}
+    frame["class_name"] = frame["class_id"].map(names)
+    frame["track_id"] = np.where(frame["split"] == "train", frame["class_id"] * TRACK_ID_FACTOR + frame["track"], -1)
+    for col in _INT_COLUMNS:
+        frame[col] = frame[col].astype(np.int64)
+    rank = {"train": 0, "test": 1, "meta": 2}
+    codes, splits_seen = pd.factorize(frame["split"], sort=False)
+    split_rank = np.array([rank[s] for s in splits_seen.tolist()], dtype=np.int64)
+    codes = split_rank[codes] if len(frame) else np.zeros(0, np.int64)
+    # numpy sorts the unicode array in C (pandas would factorize the strings first)
+    rel = np.array(frame["rel_path"].tolist(), dtype=str)
+    order = np.lexsort((rel, frame["class_id"].to_numpy(), codes))
+    return frame.iloc[order][list(CATALOG_COLUMNS)].reset_index(drop=True)
+
+
 def read_catalog(
     root: str | Path,
     *,
@@ -381,19 +398,7 @@ def read_catalog(
             problems.append({"path": p, "problem": "ROI lies outside the image"})
         frame = _drop(frame, roi_bad.to_numpy())
 
-    names = {c: class_name(int(c)) for c in frame["class_id"].unique().tolist()}
-    frame["class_name"] = frame["class_id"].map(names)
-    frame["track_id"] = np.where(frame["split"] == "train", frame["class_id"] * TRACK_ID_FACTOR + frame["track"], -1)
-    for col in _INT_COLUMNS:
-        frame[col] = frame[col].astype(np.int64)
-    rank = {"train": 0, "test": 1, "meta": 2}
-    codes, splits_seen = pd.factorize(frame["split"], sort=False)
-    split_rank = np.array([rank[s] for s in splits_seen.tolist()], dtype=np.int64)
-    codes = split_rank[codes] if len(frame) else np.zeros(0, np.int64)
-    # numpy sorts the unicode array in C (pandas would factorize the strings first)
-    rel = np.array(frame["rel_path"].tolist(), dtype=str)
-    order = np.lexsort((rel, frame["class_id"].to_numpy(), codes))
-    frame = frame.iloc[order][list(CATALOG_COLUMNS)].reset_index(drop=True)
+    frame = _finish(frame)
     if strict and problems:
         first = problems[0]
         raise DataError(

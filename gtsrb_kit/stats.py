@@ -422,22 +422,7 @@ def write_stats(
     return written
 
 
-def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | None) -> list[Path]:
-    plt = pyplot()
-
-    pc, pi = stats.per_class, stats.per_image
-    written: list[Path] = []
-    total = len(PLOT_FILES)
-
-    def mark(name: str) -> None:
-        written.append(out / name)
-        report(progress, "drawing plots", len(written), total)
-
-    def save(fig: Any, name: str) -> None:
-        save_png(fig, out / name)
-        mark(name)
-
-    report(progress, "drawing plots", 0, total)
+def _class_counts_figure(plt: Any, pc: pd.DataFrame) -> Any:
     x = np.arange(len(pc))
     fig, ax = plt.subplots(figsize=(12, 4))
     ax.bar(x - 0.2, pc["train"], 0.4, label=f"train ({int(pc['train'].sum())})", color="#3b6fb6")
@@ -448,8 +433,10 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     ax.set_title("Images per class")
     ax.legend()
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.92)
-    save(fig, "class_counts.png")
+    return fig
 
+
+def _sizes_figure(plt: Any, pi: pd.DataFrame) -> Any:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     hi = max(int(pi[["width", "height"]].max().max()), 20)
     bins = np.arange(0, hi + 6, 5)
@@ -465,9 +452,11 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     for a in axes:
         a.set_ylabel("images")
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=0.92, wspace=0.3)
-    save(fig, "sizes.png")
+    return fig
 
-    # One sample per class: a large, not-too-dark training image (test if no training image).
+
+def _sample_per_class(pi: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """One sample per class: a large, not-too-dark training image (test if no training image)."""
     paths, labels = [], []
     for cid in range(NUM_CLASSES):
         rows = pi[(pi["class_id"] == cid) & (pi["split"] == "train")]
@@ -478,9 +467,11 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
         best = bright.sort_values(["roi_width", "rel_path"], ascending=[False, True], kind="stable").iloc[0]
         paths.append(str(best["path"]))
         labels.append(_wrap(f"{cid}: {class_name(cid)}"))
-    _save_image(_grid_image(paths, labels, "One sample per class", cols=9), out / "samples.png")
-    mark("samples.png")
+    return paths, labels
 
+
+def _brightness_figure(plt: Any, pc: pd.DataFrame) -> Any:
+    x = np.arange(len(pc))
     fig, axes = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
     axes[0].bar(x, pc["brightness_mean"], yerr=pc["brightness_std"], color="#d9a520", ecolor="#666666",
                 capsize=2)
@@ -492,8 +483,29 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     axes[1].set_xticks(x, [str(i) for i in pc["class_id"]], fontsize=7)
     axes[1].set_xlabel("class id")
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.1, top=0.94, hspace=0.25)
-    save(fig, "brightness.png")
+    return fig
 
+
+def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | None) -> list[Path]:
+    plt = pyplot()
+
+    pc, pi = stats.per_class, stats.per_image
+    written: list[Path] = []
+    total = len(PLOT_FILES)
+
+    def mark(name: str) -> None:
+        written.append(out / name)
+        report(progress, "drawing plots", len(written), total)
+
+    report(progress, "drawing plots", 0, total)
+    for name, fig in (("class_counts.png", _class_counts_figure(plt, pc)), ("sizes.png", _sizes_figure(plt, pi))):
+        save_png(fig, out / name)
+        mark(name)
+    paths, labels = _sample_per_class(pi)
+    _save_image(_grid_image(paths, labels, "One sample per class", cols=9), out / "samples.png")
+    mark("samples.png")
+    save_png(_brightness_figure(plt, pc), out / "brightness.png")
+    mark("brightness.png")
     by_rel = dict(zip(pi["rel_path"], pi["path"]))
     for name, key, title, fmt in (
         ("darkest.png", "darkest", "Darkest images (mean luminance)", "{:.1f}"),
