@@ -24,6 +24,8 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,10 +136,18 @@ def _single_threaded() -> Iterator[None]:
 _worker_limits: contextlib.ExitStack | None = None
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     global _worker_limits
     _worker_limits = contextlib.ExitStack()  # held for the worker's lifetime
     _worker_limits.enter_context(_single_threaded())
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _scan(items: Sequence[tuple[str, tuple[int, int] | None]]) -> list[tuple[str | None, str | None]]:
@@ -210,7 +220,7 @@ def _executor(workers: int) -> Iterator[cf.Executor | None]:
         with _single_threaded():
             yield None
         return
-    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         yield pool
     finally:

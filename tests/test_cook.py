@@ -260,13 +260,39 @@ def progress(description, done, total):
         print("CHUNK", flush=True)
         time.sleep(120)
 
-cook_dataset(sys.argv[1], sys.argv[2], sizes=(16,), modes=("L", "RGB"), workers=1, progress=progress)
+cook_dataset(sys.argv[1], sys.argv[2], sizes=(16,), modes=("L", "RGB"), workers=int(sys.argv[3]), progress=progress)
 """
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_workers_end_when_a_killed_cook_ends(small_root: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(small_root), str(tmp_path / "out"), "2"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "CHUNK"
+        children = [int(line.split()[0]) for line in subprocess.run(
+            ["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.splitlines()
+            if int(line.split()[1]) == proc.pid]
+        assert len(children) >= 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(c) for c in children)
 
 
 def test_killed_cook_leaves_no_final_file_and_rerun_completes(small_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(small_root), str(out)],
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(small_root), str(out), "1"],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "CHUNK"  # one chunk of both files is on disk
