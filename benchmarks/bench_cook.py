@@ -145,13 +145,16 @@ def _image_list(root: Path, scale: float, seed: int, out: Path) -> int:
 
     import numpy as np
 
-    from gtsrb_kit.cook import _find_duplicate_tracks, _hash_rows, _InlineExecutor
+    from gtsrb_kit.catalog import image_digest, shared_digests
 
     catalog = read_catalog(root, verify="none")
     plan = plan_split(catalog, scale=scale, seed=seed)
     # the images cook uses: without the training tracks that duplicate a test image
-    digests = _hash_rows(catalog, np.concatenate([plan.train, plan.val, plan.test]), _InlineExecutor(), 1, None)
-    dropped = _find_duplicate_tracks(catalog, plan, digests)
+    paths, tracks = catalog["path"].to_numpy(), catalog["track_id"].to_numpy()
+    train_rows = np.concatenate([plan.train, plan.val])
+    digest = {int(r): image_digest(Path(paths[r]).read_bytes()) for r in np.concatenate([train_rows, plan.test])}
+    shared = shared_digests((digest[r] for r in train_rows.tolist()), (digest[r] for r in plan.test.tolist()))
+    dropped = sorted({int(tracks[r]) for r in train_rows.tolist() if digest[r] in shared})
     if dropped:
         plan = plan_split(catalog, scale=scale, seed=seed, drop_tracks=dropped)
 
@@ -183,6 +186,7 @@ def main() -> None:
     parser.add_argument("--no-per-variant", action="store_true", help="skip the per-variant cook runs")
     parser.add_argument("--no-course", action="store_true", help="time cook only")
     parser.add_argument("--repeat", type=int, default=3, help="cook runs per measurement (median reported)")
+    parser.add_argument("--write-docs", action="store_true", help="replace the figures table of docs/cook.md")
     args = parser.parse_args()
 
     root = args.root or _default_root()
@@ -242,6 +246,38 @@ def main() -> None:
                 print(f"{key:<14} {c['seconds'] if c else float('nan'):9.2f} {r['seconds']:8.2f} "
                       f"{(c['seconds'] / r['seconds']) if c else float('nan'):8.1f}x "
                       f"{_fmt_mib(c['bytes']) if c else '-':>12} {_fmt_mib(r['bytes']):>11}")
+        if args.write_docs and course:
+            _write_docs(_docs_table(args, n, variants, course, cook, no_lhe, cook_no_lhe))
+
+
+DOCS = REPO / "docs" / "cook.md"
+_BEGIN, _END = "<!-- bench_cook:begin -->", "<!-- bench_cook:end -->"
+
+
+def _docs_table(args: argparse.Namespace, n: int, variants: list, course: dict, cook: dict,
+                no_lhe: list, cook_no_lhe: dict | None) -> str:
+    """The figures of one run as the markdown table of docs/cook.md."""
+    rows = [("all variants", len(variants), course["seconds"], course["bytes"], cook)]
+    if cook_no_lhe:
+        keys = [f"{s}-{m}" for s, m in no_lhe]
+        rows.append(("without L-LHE", len(no_lhe), sum(course["per_variant"][k]["seconds"] for k in keys),
+                     sum(course["per_variant"][k]["bytes"] for k in keys), cook_no_lhe))
+    lines = [f"`python benchmarks/bench_cook.py {args.root or ''} --scale {args.scale:g} --repeat {args.repeat}` "
+             f"({os.cpu_count()} cores, {n:,} images per file, median of {args.repeat} cook runs):", "",
+             "| variants | course (a) | cook (b) | speed-up (floor 12x) | output (a) / (b) | peak RSS (b), main + worker |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, count, c_s, c_b, r in rows:
+        lines.append(f"| {name} ({count}) | {c_s:.2f} s | {r['seconds']:.2f} s | {c_s / r['seconds']:.1f}x | "
+                     f"{c_b / 2**20:,.0f} / {r['bytes'] / 2**20:,.1f} MiB = {c_b / r['bytes']:.1f}x | "
+                     f"{r['peak_mib']:,.0f} + {r['worker_peak_mib']:,.0f} MiB |")
+    return "\n".join(lines)
+
+
+def _write_docs(table: str) -> None:
+    text = DOCS.read_text()
+    start, end = text.index(_BEGIN) + len(_BEGIN), text.index(_END)
+    DOCS.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+    print(f"\nwrote the table into {DOCS}")
 
 
 if __name__ == "__main__":

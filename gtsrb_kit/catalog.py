@@ -25,8 +25,11 @@ unreadable images) exclude the row and are listed in ``df.attrs["problems"]`` as
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -316,6 +319,23 @@ def _drop(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     return frame[~rows].reset_index(drop=True) if rows.any() else frame
 
 
+def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Names, track ids and integer columns added; rows sorted by split, class and path."""
+    names = {c: class_name(int(c)) for c in frame["class_id"].unique().tolist()}
+    frame["class_name"] = frame["class_id"].map(names)
+    frame["track_id"] = np.where(frame["split"] == "train", frame["class_id"] * TRACK_ID_FACTOR + frame["track"], -1)
+    for col in _INT_COLUMNS:
+        frame[col] = frame[col].astype(np.int64)
+    rank = {"train": 0, "test": 1, "meta": 2}
+    codes, splits_seen = pd.factorize(frame["split"], sort=False)
+    split_rank = np.array([rank[s] for s in splits_seen.tolist()], dtype=np.int64)
+    codes = split_rank[codes] if len(frame) else np.zeros(0, np.int64)
+    # numpy sorts the unicode array in C (pandas would factorize the strings first)
+    rel = np.array(frame["rel_path"].tolist(), dtype=str)
+    order = np.lexsort((rel, frame["class_id"].to_numpy(), codes))
+    return frame.iloc[order][list(CATALOG_COLUMNS)].reset_index(drop=True)
+
+
 def read_catalog(
     root: str | Path,
     *,
@@ -378,19 +398,7 @@ def read_catalog(
             problems.append({"path": p, "problem": "ROI lies outside the image"})
         frame = _drop(frame, roi_bad.to_numpy())
 
-    names = {c: class_name(int(c)) for c in frame["class_id"].unique().tolist()}
-    frame["class_name"] = frame["class_id"].map(names)
-    frame["track_id"] = np.where(frame["split"] == "train", frame["class_id"] * TRACK_ID_FACTOR + frame["track"], -1)
-    for col in _INT_COLUMNS:
-        frame[col] = frame[col].astype(np.int64)
-    rank = {"train": 0, "test": 1, "meta": 2}
-    codes, splits_seen = pd.factorize(frame["split"], sort=False)
-    split_rank = np.array([rank[s] for s in splits_seen.tolist()], dtype=np.int64)
-    codes = split_rank[codes] if len(frame) else np.zeros(0, np.int64)
-    # numpy sorts the unicode array in C (pandas would factorize the strings first)
-    rel = np.array(frame["rel_path"].tolist(), dtype=str)
-    order = np.lexsort((rel, frame["class_id"].to_numpy(), codes))
-    frame = frame.iloc[order][list(CATALOG_COLUMNS)].reset_index(drop=True)
+    frame = _finish(frame)
     if strict and problems:
         first = problems[0]
         raise DataError(
@@ -413,18 +421,46 @@ def load_image(path: str | Path) -> np.ndarray:
         DataError: the file is missing or not a readable image.
     """
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file missing; check the path") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({_first_line(exc)}); re-download or remove it") from None
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable file ({exc.strerror or exc}); check permissions") from None
+    return decode_image_bytes(data, str(path))
+
+
+# A binary 8-bit PPM (GTSRB's format): "P6", width, height, maxval 255, separated by whitespace
+# or comment lines, then one whitespace byte and the RGB pixels.
+_PPM_HEADER = re.compile(rb"P6(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(255)\s")
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode image bytes to an RGB ``uint8`` array (H, W, 3); errors name ``name``."""
+    """Decode image bytes to an RGB ``uint8`` array (H, W, 3); errors name ``name``.
+
+    Binary 8-bit PPMs are read without a copy (read-only); Pillow decodes anything else and
+    says what is wrong with a broken file.
+
+    Raises:
+        DataError: not a readable image.
+    """
+    header = _PPM_HEADER.match(data)
+    if header is not None:
+        width, height = int(header[1]), int(header[2])
+        count = width * height * 3
+        if width and height and len(data) - header.end() >= count:
+            return np.frombuffer(data, np.uint8, count=count, offset=header.end()).reshape(height, width, 3)
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{name}: unreadable image ({_first_line(exc)})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name}: unreadable image ({_first_line(exc)}); re-download or remove it") from None
+
+
+def image_digest(data: bytes) -> str:
+    """The content hash of an image file's bytes (SHA-256, hex): equal digests, identical files."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def shared_digests(train: Iterable[str | None], test: Iterable[str | None]) -> set[str]:
+    """Digests (:func:`image_digest`) found among both the training and the test images."""
+    return (set(train) & set(test)) - {None, ""}

@@ -12,38 +12,28 @@ when shrinking, then bilinear interpolation), then one of these modes:
 ``L-CLAHE`` ``equalize_adapthist(rgb2gray(img))`` (contrast-limited adaptive equalization)
 ========== ==================================================================================
 
-This module computes the same results without scikit-image's per-call overhead, on batches of
-same-sized images, and returns ``uint8`` (``round(255 * value)``):
+This module computes the same results on batches of same-sized images, without scikit-image's
+per-call overhead, and returns ``uint8`` (``round(255 * value)``):
 
-* :func:`resize_image` / :func:`resize_planes` fold the anti-aliasing Gaussian (mirror border)
-  and the bilinear taps of each axis into one cached matrix and resize with two float64 products
-  with these matrices; they match ``skimage.transform.resize`` to float64 rounding;
-* histogram equalization replicates ``np.histogram`` / ``np.interp`` bin for bin, vectorised over
-  the batch; ``RGB-HE`` scales RGB by ``V' / V`` (what HSV round-tripping does, without it);
-* the compiled kernels (``gtsrb_kit._kernels``, built by ``setup.py`` where a C compiler is
-  available) run the resize over each output's band of non-zero weights only, and the
-  equalization and the ``RGB``/``RGB-HE``/``L`` modes (:func:`store_modes`) with the same
-  operations as the numpy code, bit for bit; without them (or with ``GTSRB_KIT_KERNELS=0``) the
-  numpy code runs, cooking about 1.7x slower (:func:`resize_implementation` says which resize
-  runs: it is the one step whose float rounding differs between the two);
+* :func:`resize_planes` folds the anti-aliasing Gaussian (mirror border) and the bilinear taps of
+  each axis into one cached matrix and resizes with two float64 matrix products;
+* :func:`equalize_hist_batch` replicates ``np.histogram`` / ``np.interp`` bin for bin, vectorised
+  over the batch; ``RGB-HE`` scales RGB by ``V' / V`` (what HSV round-tripping does, without it);
 * :func:`rank_equalize` counts, for every pixel, the disk neighbours not brighter than it with
-  one vectorised comparison per disk offset over a mosaic of the whole batch: bit-exact with
-  ``skimage.filters.rank.equalize``;
-* ``L-CLAHE`` is a vectorised port of scikit-image's ``equalize_adapthist`` (all blocks of all
-  images at once instead of a Python call per block).
+  one comparison per disk offset over a mosaic of the whole batch;
+* ``L-CLAHE`` calls scikit-image per image.
 
 :func:`course_enhance` is the straightforward scikit-image implementation, kept as the reference
-for tests and the benchmark. Stated tolerance against it (after ``round(255 * x)``): at most 1 grey
-level for every mode (rounding of values that sit on a half level), bit-exact for ``L-LHE``.
+for tests and the benchmark. Stated tolerance against it (after ``round(255 * x)``): ``RGB``,
+``RGB-HE``, ``L`` and ``L-HE`` are within 1 grey level on every pixel (rounding of values that sit
+on a half level); ``L-LHE`` and ``L-CLAHE`` differ on fewer than 0.1 % of the pixels (around a grey
+input one level off); :func:`rank_equalize` itself is bit-exact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,23 +45,6 @@ DEFAULT_SIZES: tuple[int, ...] = (24, 48)
 LHE_RADIUS = 10
 GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray
 _NBINS = 256
-
-try:  # compiled inner loops (setup.py builds them where a C compiler is available)
-    from gtsrb_kit import _kernels
-except ImportError:  # pragma: no cover - the numpy code below does the same work
-    _kernels = None
-if os.environ.get("GTSRB_KIT_KERNELS", "1") == "0":  # run the numpy code (e.g. to compare)
-    _kernels = None
-_FMA = bool(_kernels is not None and _kernels.has_fma())
-
-
-def resize_implementation() -> str:
-    """The resize this installation runs: ``"c-fma"`` / ``"c"`` (compiled, with or without fused
-    multiply-adds) or ``"numpy"``. They agree with skimage to float rounding, not bit for bit with
-    each other, so cooked files record it."""
-    if _kernels is None:
-        return "numpy"
-    return "c-fma" if _FMA else "c"
 
 
 def check_mode(mode: str) -> str:
@@ -178,32 +151,12 @@ def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
 
 
-@functools.lru_cache(maxsize=8192)
-def _banded(n_in: int, n_out: int, columns: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One axis for the compiled resize: its matrix and each output's band of non-zero weights.
-
-    Rows: ``(resize_matrix, band)``; columns: the transposed matrix scaled by 1/255 (the input is
-    ``uint8``), ``(n_in, n_out)``. ``band[o]`` = first and end (exclusive) non-zero input index.
-    """
-    matrix = resize_matrix(n_in, n_out)
-    nonzero = matrix != 0
-    first = np.argmax(nonzero, axis=1)
-    end = n_in - np.argmax(nonzero[:, ::-1], axis=1)
-    band = np.ascontiguousarray(np.stack([first, end], axis=1), dtype=np.int32)
-    if columns:
-        matrix = np.ascontiguousarray(matrix.T * (1.0 / 255.0))
-    return matrix, band
-
-
 def resize_planes(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """:func:`resize_image` of one image to several sizes, as channel planes ``(C, s, s)``.
 
-    With the compiled kernels (see :func:`resize_implementation`), two banded products per size
-    that skip the zeros of the resize matrices. Otherwise the image is taken channel by channel
-    (planes stacked): one BLAS product resizes the columns of every plane to every size, then one
-    batched product per size resizes the rows, straight into its destination (run it with
-    single-threaded BLAS, see :func:`single_thread_blas`: for matrices this small, BLAS threads
-    cost more than they save). Float64 throughout.
+    The image is taken channel by channel (planes stacked): one product resizes the columns of
+    every plane to every size, then one batched product per size resizes the rows, straight into
+    its destination. Float64 throughout.
 
     Args:
         image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
@@ -219,10 +172,6 @@ def resize_planes(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndar
     depth = image.shape[2] if image.ndim == 3 else 1
     if out is None:
         out = [np.empty((depth, s, s)) for s in sizes]
-    if _kernels is not None and image.size:
-        targets = tuple((s, *_banded(h, s, False), *_banded(w, s, True), dst) for s, dst in zip(sizes, out))
-        _kernels.resize(np.ascontiguousarray(image, dtype=np.uint8), h, w, depth, targets, _FMA)
-        return list(out)
     planes = np.ascontiguousarray(image.transpose(2, 0, 1) if image.ndim == 3 else image[None], dtype=np.float64)
     cols = (planes.reshape(depth * h, w) @ _stacked_cols(w, sizes)).reshape(depth, h, -1)
     lo = float(image.min()) if image.size else 0.0
@@ -267,83 +216,9 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
         ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
         ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15;
         the result is not clipped to the input's range except for flat images, where rounding
-        would otherwise break the flatness). The compiled and the numpy implementation differ
-        in that rounding (see :func:`resize_implementation`).
+        would otherwise break the flatness).
     """
-    with single_thread_blas():
-        return resize_many(image, (size,))[0]
-
-
-@functools.lru_cache(maxsize=1)
-def _openblas_threads() -> tuple[Any, Any] | None:
-    """(get, set) of the thread count of numpy's bundled OpenBLAS, or None where not found."""
-    import ctypes
-    import glob
-    import os
-
-    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "*openblas*"))):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
-            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and put is not None:
-                get.restype = ctypes.c_int
-                put.argtypes = [ctypes.c_int]
-                return get, put
-    return None
-
-
-@contextlib.contextmanager
-def single_thread_blas() -> Iterator[None]:
-    """Run the block with numpy's OpenBLAS on one thread (restored after); a no-op elsewhere."""
-    funcs = _openblas_threads()
-    if funcs is None:
-        yield
-        return
-    get, put = funcs
-    before = get()
-    if before != 1:
-        put(1)
-    try:
-        yield
-    finally:
-        if before != 1:
-            put(before)
-
-
-def keep_freed_memory(limit_mib: int = 256) -> bool:
-    """Make glibc's ``malloc`` keep freed blocks of up to ``limit_mib`` in this process (worker processes).
-
-    The batch functions here allocate many temporaries of a few hundred KiB. By default glibc
-    hands blocks that large back to the kernel when freed (``mmap``/trim), so every new one
-    costs page faults: on small batches that doubles or triples their run time. With these
-    settings the process keeps its high-water mark of memory instead (a few tens of MiB).
-    Process-wide and permanent: meant for the worker processes of :mod:`gtsrb_kit.cook`.
-
-    Returns:
-        True where applied (glibc), False elsewhere (a no-op).
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    limit = int(limit_mib) << 20
-    return bool(mallopt(m_mmap_threshold, limit) and mallopt(m_trim_threshold, 2 * limit)
-                and mallopt(m_top_pad, 16 << 20))
-
-
-def set_single_thread_blas() -> None:
-    """Make numpy's OpenBLAS single-threaded in this process for good (worker processes)."""
-    funcs = _openblas_threads()
-    if funcs is not None:
-        funcs[1](1)
+    return resize_many(image, (size,))[0]
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -385,11 +260,6 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     n = images.shape[0]
     if n == 0:
         return images.astype(np.float64)
-    if _kernels is not None and images[0].size:
-        source = np.ascontiguousarray(images, dtype=np.float64)
-        out = np.empty(source.shape)
-        _kernels.equalize_hist(source, out, n, source[0].size)  # the same operations, compiled
-        return out
     flat = images.reshape(n, -1)
     npix = flat.shape[1]
     lo = flat.min(axis=1)
@@ -536,171 +406,33 @@ def rank_equalize(images: np.ndarray, radius: int = LHE_RADIUS) -> np.ndarray:
     return ((255 * (pop - count_gt)) // pop).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- CLAHE
-
-_CLAHE_GRAY = 2**14  # skimage's NR_OF_GRAY
-_CLAHE_BATCH = 16
-
-
-def _rescale_rows(x: np.ndarray, omax: float) -> np.ndarray:
-    """``skimage.exposure.rescale_intensity(img, out_range=(0, omax))`` per image of a float batch."""
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
-    imin = flat.min(axis=1)[:, None]
-    imax = flat.max(axis=1)[:, None]
-    same = imin == imax
-    span = np.where(same, 1.0, imax - imin)
-    out = (flat - imin) / span * (omax - 0.0) + 0.0
-    if same.any():
-        out = np.where(same, np.clip(flat, 0.0, omax), out)
-    return out.reshape(x.shape)
-
-
-def _clip_histograms(hist: np.ndarray, clip_limit: int) -> np.ndarray:
-    """skimage's ``clip_histogram`` for every row of ``hist`` at once (same redistribution order)."""
-    nbins = hist.shape[1]
-    excess = np.maximum(hist - clip_limit, 0).sum(axis=1)
-    hist = np.minimum(hist, clip_limit)
-    bin_incr = excess // nbins
-    upper = clip_limit - bin_incr
-    low = hist < upper[:, None]
-    excess -= low.sum(axis=1) * bin_incr
-    hist = hist + low * bin_incr[:, None]
-    mid = (hist >= upper[:, None]) & (hist < clip_limit)
-    excess += np.where(mid, hist - clip_limit, 0).sum(axis=1)
-    hist = np.where(mid, clip_limit, hist)
-    positions = np.arange(nbins)
-    rows = np.flatnonzero(excess > 0)
-    if len(rows):
-        # remainders[step, p] = p % step: "p - index is a multiple of step" without a modulo per pass
-        remainders = (positions[None, :] % np.arange(1, nbins + 1)[:, None]).astype(np.int16)
-    while len(rows):
-        sub, left = hist[rows], excess[rows]
-        before = left.copy()
-        for index in range(nbins):
-            under = sub < clip_limit
-            step = np.minimum(np.maximum(1, under.sum(axis=1) // left), nbins)
-            hit = remainders[step - 1] == (index % step)[:, None].astype(np.int16)
-            hit &= under
-            if index:
-                hit[:, :index] = False
-            sub += hit
-            left -= hit.sum(axis=1)
-            done = left <= 0
-            if done.any():
-                hist[rows[done]] = sub[done]
-                excess[rows[done]] = left[done]
-                keep = ~done
-                rows, sub, left, before = rows[keep], sub[keep], left[keep], before[keep]
-                if not len(rows):
-                    break
-        if len(rows):
-            hist[rows] = sub
-            excess[rows] = left
-            rows = rows[left != before]  # a full pass without progress ends skimage's loop
-    return hist
-
-
-def clahe_batch(gray: np.ndarray, clip_limit: float = 0.01, nbins: int = 256) -> np.ndarray:
-    """``skimage.exposure.equalize_adapthist(img)`` (default kernel) for a batch, vectorised.
-
-    A line-by-line port of scikit-image's ``_clahe`` (kernel 1/8 of each side, 2**14 grey levels,
-    clipped block histograms, bilinear blend of the four neighbouring block mappings) that runs
-    every block of every image at once.
-
-    Args:
-        gray: ``(N, H, W)`` float64 in [0, 1].
-
-    Returns:
-        ``(N, H, W)`` float64 in [0, 1].
-    """
-    n, h, w = gray.shape
-    if n == 0:
-        return gray.astype(np.float64)
-    if n > _CLAHE_BATCH:  # small batches keep the block histograms in cache
-        return np.concatenate([clahe_batch(gray[i:i + _CLAHE_BATCH], clip_limit, nbins)
-                               for i in range(0, n, _CLAHE_BATCH)])
-    u16 = np.clip(np.rint(gray * 65535.0), 0, 65535)  # img_as_uint
-    img = np.round(_rescale_rows(u16, _CLAHE_GRAY - 1.0)).astype(np.uint16)
-    ky, kx = max(h // 8, 1), max(w // 8, 1)
-    pads = [(k // 2, (k - s % k) % k + int(np.ceil(k / 2.0))) for k, s in ((ky, h), (kx, w))]
-    img = np.pad(img, [(0, 0), *pads], mode="reflect")
-    lut = (np.arange(_CLAHE_GRAY, dtype=np.uint16) // (1 + _CLAHE_GRAY // nbins)).astype(np.uint16)
-    img = lut[img]
-    ph, pw = img.shape[1:]
-    hy, hx = int(ph / ky) - 1, int(pw / kx) - 1
-    blocks = img[:, ky // 2:ky // 2 + hy * ky, kx // 2:kx // 2 + hx * kx]
-    blocks = blocks.reshape(n, hy, ky, hx, kx).transpose(0, 1, 3, 2, 4).reshape(n * hy * hx, ky * kx)
-    elements = ky * kx
-    clim = int(np.clip(clip_limit * elements, 1, None)) if clip_limit > 0 else elements
-    offsets = (np.arange(len(blocks)) * nbins)[:, None]
-    hist = np.bincount((blocks.astype(np.int64) + offsets).ravel(), minlength=len(blocks) * nbins)
-    hist = _clip_histograms(hist.reshape(len(blocks), nbins).astype(np.int16 if elements < 2**15 else np.int64), clim)
-    mapped = np.cumsum(hist, axis=-1).astype(float)
-    mapped *= (_CLAHE_GRAY - 1 - 0) / elements
-    mapped += 0
-    np.clip(mapped, None, _CLAHE_GRAY - 1, out=mapped)
-    maps = mapped.astype(np.int16).reshape(n, hy, hx, nbins)  # values <= 2**14 - 1
-    maps = np.pad(maps, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge").ravel()
-    py, px = int(ph / ky), int(pw / kx)
-    tiles = img.reshape(n, py, ky, px, kx).transpose(0, 1, 3, 2, 4).reshape(n, py, px, ky * kx).astype(np.intp)
-    cx = np.tile(np.arange(kx) / kx, ky)
-    cy = np.repeat(np.arange(ky) / ky, kx)
-    # flat index of (image, block row, block col, grey) in the padded maps; edges shift the block
-    base = (np.arange(n)[:, None, None] * (hy + 2) + np.arange(py)[None, :, None]) * (hx + 2) + np.arange(px)
-    base = base[..., None] * nbins + tiles
-    result = np.zeros(tiles.shape, dtype=np.float32)
-    for ey, ex in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        values = maps[base + (ey * (hx + 2) + ex) * nbins].astype(np.float64)
-        coeff = np.prod([cx if ex else 1 - cx, cy if ey else 1 - cy], 0)
-        result += (values * coeff).astype(np.float32)
-    result = result.astype(np.uint16)
-    result = result.reshape(n, py, px, ky, kx).transpose(0, 1, 3, 2, 4).reshape(n, ph, pw)
-    result = result[:, pads[0][0]:ph - pads[0][1], pads[1][0]:pw - pads[1][1]].astype(np.float64)
-    return _rescale_rows(result, 1.0)
-
-
 # --------------------------------------------------------------------------- modes
 
-def apply_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
-    """Apply one enhancement mode to a batch of resized images.
+def _clahe(gray: np.ndarray) -> np.ndarray:
+    """``skimage.exposure.equalize_adapthist`` of every image of a float batch."""
+    from skimage.exposure import equalize_adapthist
 
-    Args:
-        rgb: ``(N, S, S, 3)`` float64 in [0, 1], as returned by :func:`resize_image` (stacked).
-        mode: One of :data:`MODES`.
+    return np.stack([equalize_adapthist(np.clip(g, 0.0, 1.0)) for g in gray]) if len(gray) else gray.copy()
+
+
+def apply_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """Apply one enhancement mode to a batch of resized images (see :func:`apply_modes`).
 
     Returns:
         ``(N, S, S, C)`` ``uint8``: ``C`` = 3 for RGB modes, 1 for L modes.
     """
-    check_mode(mode)
-    if mode == "RGB":
-        return to_uint8(rgb)
-    if mode == "RGB-HE":
-        return to_uint8(rgb_equalize_value_batch(rgb))
-    gray = to_gray(rgb)
-    if mode == "L":
-        out = to_uint8(gray)
-    elif mode == "L-HE":
-        out = to_uint8(equalize_hist_batch(gray))
-    elif mode == "L-LHE":
-        out = rank_equalize(to_uint8(gray))  # to_uint8 == skimage's img_as_ubyte for [0, 1] floats
-    else:
-        out = to_uint8(clahe_batch(gray))
-    return out[..., None]
+    return apply_modes(rgb, [mode])[mode]
 
 
 def apply_modes(rgb: np.ndarray, modes: Sequence[str]) -> dict[str, np.ndarray]:
-    """:func:`apply_mode` for several modes of the same batch, computing shared steps once.
-
-    The grey image (``L``, ``L-HE``, ``L-LHE``, ``L-CLAHE``) and its ``uint8`` form (``L`` is the
-    input of ``L-LHE``) are computed once for all modes.
+    """Apply several enhancement modes to a batch of resized images, computing shared steps once.
 
     Args:
-        rgb: ``(N, S, S, 3)`` float64 in [0, 1].
+        rgb: ``(N, S, S, 3)`` float64 in [0, 1], as returned by :func:`resize_image` (stacked).
         modes: Modes of :data:`MODES`.
 
     Returns:
-        ``{mode: (N, S, S, C) uint8}``.
+        ``{mode: (N, S, S, C) uint8}``: ``C`` = 3 for RGB modes, 1 for L modes.
     """
     out: dict[str, np.ndarray] = {}
     gray = gray_u8 = None
@@ -708,47 +440,23 @@ def apply_modes(rgb: np.ndarray, modes: Sequence[str]) -> dict[str, np.ndarray]:
         check_mode(mode)
         if mode == "RGB":
             out[mode] = to_uint8(rgb)
-        elif mode == "RGB-HE":
+            continue
+        if mode == "RGB-HE":
             out[mode] = to_uint8(rgb_equalize_value_batch(rgb))
+            continue
+        if gray is None:
+            gray = to_gray(rgb)
+            gray_u8 = to_uint8(gray)  # == skimage's img_as_ubyte for [0, 1] floats
+        if mode == "L":
+            result = gray_u8
+        elif mode == "L-HE":
+            result = to_uint8(equalize_hist_batch(gray))
+        elif mode == "L-LHE":
+            result = rank_equalize(gray_u8)
         else:
-            if gray is None:
-                gray = to_gray(rgb)
-            if mode in ("L", "L-LHE") and gray_u8 is None:
-                gray_u8 = to_uint8(gray)
-            if mode == "L":
-                result = gray_u8
-            elif mode == "L-HE":
-                result = to_uint8(equalize_hist_batch(gray))
-            elif mode == "L-LHE":
-                result = rank_equalize(gray_u8)
-            else:
-                result = to_uint8(clahe_batch(gray))
-            out[mode] = result[..., None]
+            result = to_uint8(_clahe(gray))
+        out[mode] = result[..., None]
     return out
-
-
-_COMPILED_MODES = ("RGB", "RGB-HE", "L")
-
-
-def store_modes(planes: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-    """:func:`apply_modes` of a planar batch, written into ``uint8`` destinations (cooking's hot path).
-
-    ``RGB``, ``RGB-HE`` and ``L`` go through the compiled kernels where they are built (the same
-    operations in the same order: bit-identical), the other modes through :func:`apply_modes`.
-
-    Args:
-        planes: ``(N, 3, S, S)`` float64 in [0, 1] (rows of the planar batches that
-            :func:`resize_planes` fills).
-        outputs: ``{mode: (N, S, S, C) uint8 destination}`` for modes of :data:`MODES`.
-    """
-    rest = dict(outputs)
-    compiled = [m for m in _COMPILED_MODES if m in rest and rest[m].flags.c_contiguous]
-    if _kernels is not None and compiled and len(planes):
-        picked = [rest.pop(m) if m in compiled else None for m in _COMPILED_MODES]
-        _kernels.store_modes(np.ascontiguousarray(planes, dtype=np.float64), len(planes), planes.shape[-1], *picked)
-    if rest:
-        for mode, pixels in apply_modes(np.moveaxis(planes, 1, -1), list(rest)).items():
-            rest[mode][...] = pixels
 
 
 def enhance(image: np.ndarray, size: int, mode: str, roi: tuple[int, int, int, int] | None = None) -> np.ndarray:

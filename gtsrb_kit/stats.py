@@ -19,12 +19,9 @@ full benchmark (25,700 images) takes seconds.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 import os
-import re
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from gtsrb_kit.catalog import decode_image_bytes, image_digest, shared_digests
 from gtsrb_kit.classes import NUM_CLASSES, class_name
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path
@@ -56,29 +54,6 @@ _DARK = 40  # mean luminance below which an image counts as dark
 
 # --------------------------------------------------------------------------- per-image measures
 
-_PNM_TOKEN = re.compile(rb"(?:\s|#[^\n]*\n)*(\S+)")
-
-
-def _decode(data: bytes) -> np.ndarray:
-    """RGB uint8 array of an image file's bytes; binary PPM (P6) is parsed directly (fast)."""
-    if data[:2] == b"P6":
-        pos, values = 2, []
-        while len(values) < 3:
-            match = _PNM_TOKEN.match(data, pos)
-            if match is None or not match.group(1).isdigit():
-                break
-            values.append(int(match.group(1)))
-            pos = match.end()
-        if len(values) == 3:
-            width, height, maxval = values
-            pos += 1  # the single whitespace after maxval
-            if 0 < maxval < 256 and len(data) - pos >= width * height * 3:
-                return np.frombuffer(data, np.uint8, width * height * 3, pos).reshape(height, width, 3)
-            raise ValueError(f"PPM truncated or with {maxval=} unsupported")
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, int, int, str]:
     """Measure one image file.
 
@@ -88,17 +63,17 @@ def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, in
         (low = blurry), the decoded size and the SHA-256 of the file's bytes.
 
     Raises:
-        OSError, ValueError: the file is missing or not a decodable image.
+        OSError: the file cannot be read.
+        DataError: the file is not a decodable image.
     """
     import cv2
 
     data = Path(path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    rgb = np.ascontiguousarray(_decode(data))
+    rgb = np.ascontiguousarray(decode_image_bytes(data, str(path)))
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     mean, std = cv2.meanStdDev(gray)
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_64F))
-    return float(mean[0, 0]), float(std[0, 0]), float(lap_std[0, 0]) ** 2, rgb.shape[1], rgb.shape[0], digest
+    return float(mean[0, 0]), float(std[0, 0]), float(lap_std[0, 0]) ** 2, rgb.shape[1], rgb.shape[0], image_digest(data)
 
 
 def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
@@ -112,9 +87,10 @@ def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     for i, path in enumerate(paths):
         try:
             *values[i], hashes[i] = measure_image(path)
-        except (OSError, ValueError, SyntaxError) as exc:
-            text = str(exc).strip()
-            errors[i] = f"unreadable image ({text.splitlines()[0] if text else type(exc).__name__})"
+        except DataError as exc:
+            errors[i] = str(exc).removeprefix(f"{path}: ")
+        except OSError as exc:
+            errors[i] = f"unreadable image ({exc.strerror or exc})"
     return values, hashes, errors
 
 
@@ -206,11 +182,10 @@ def find_shared_images(per_image: pd.DataFrame) -> list[dict[str, Any]]:
         One dict per distinct content: ``sha256``, ``class_ids``, ``train`` and ``test``
         (sorted relative paths), ordered by the first training path.
     """
-    rows = per_image[per_image["sha256"] != ""]
-    train_hashes = set(rows.loc[rows["split"] == "train", "sha256"])
-    test_hashes = set(rows.loc[rows["split"] == "test", "sha256"])
+    rows = per_image
+    both = shared_digests(rows.loc[rows["split"] == "train", "sha256"], rows.loc[rows["split"] == "test", "sha256"])
     groups = []
-    for digest, group in rows[rows["sha256"].isin(train_hashes & test_hashes)].groupby("sha256"):
+    for digest, group in rows[rows["sha256"].isin(both)].groupby("sha256"):
         groups.append({
             "sha256": str(digest),
             "class_ids": sorted(int(c) for c in group["class_id"].unique()),
@@ -228,29 +203,9 @@ def _extremes(per_image: pd.DataFrame, column: str, n: int, ascending: bool = Tr
             for r in picked.itertuples()]
 
 
-def compute_stats(
-    catalog: pd.DataFrame,
-    *,
-    workers: int | None = None,
-    top: int = 24,
-    strict: bool = False,
-    progress: ProgressCallback | None = None,
-) -> DatasetStats:
-    """Measure a catalog: counts, sizes, brightness/contrast/sharpness, shared images.
-
-    Args:
-        catalog: From :func:`~gtsrb_kit.catalog.read_catalog` (``meta`` rows are ignored).
-        workers: Processes for decoding (see :func:`measure_images`).
-        top: How many images the darkest/smallest/blurriest lists keep.
-        strict: Raise on the first unreadable image or size that disagrees with the CSV
-            (otherwise they are listed in ``summary["image_problems"]`` and left out).
-        progress: Optional ``progress(description, completed, total)`` callback.
-
-    Raises:
-        DataError: the catalog holds no training or test image, or (``strict``) an image is
-            unreadable or has another size than its CSV row says.
-    """
-    started = time.perf_counter()
+def _measure_catalog(catalog: pd.DataFrame, *, workers: int | None, strict: bool,
+                     progress: ProgressCallback | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measures of every training and test image, and the rows of the bad ones (left out)."""
     images = catalog[catalog["split"].isin(["train", "test"])].reset_index(drop=True)
     if images.empty:
         raise DataError(f"{catalog.attrs.get('root', 'catalog')}: no training or test images to measure; "
@@ -275,8 +230,11 @@ def compute_stats(
         raise DataError(f"{first['path']}: {first['error']} ({len(unreadable)} bad image(s); "
                         "fix or remove them, or run without --strict to skip them)")
     # Bad images stay listed in the summary but out of every statistic.
-    per_image = per_image[per_image["error"] == ""].drop(columns="error").reset_index(drop=True)
+    return per_image[per_image["error"] == ""].drop(columns="error").reset_index(drop=True), unreadable
 
+
+def _per_class(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Counts, shares and median measures of every class."""
     train = per_image[per_image["split"] == "train"]
     test = per_image[per_image["split"] == "test"]
     ids = pd.Index(range(NUM_CLASSES), name="class_id")
@@ -293,15 +251,20 @@ def compute_stats(
     per_class["contrast_mean"] = grouped["contrast"].mean().reindex(ids).round(2)
     per_class["sharpness_median"] = grouped["sharpness"].median().reindex(ids).round(1)
     per_class["roi_width_median"] = grouped["roi_width"].median().reindex(ids)
-    per_class = per_class.reset_index()
+    return per_class.reset_index()
 
-    shared = find_shared_images(per_image)
+
+def _summary(catalog: pd.DataFrame, per_image: pd.DataFrame, per_class: pd.DataFrame, shared: list[dict[str, Any]],
+             unreadable: pd.DataFrame, top: int) -> dict[str, Any]:
+    """The JSON summary of a measured catalog."""
+    train = per_image[per_image["split"] == "train"]
+    test = per_image[per_image["split"] == "test"]
     hashed = per_image[per_image["sha256"] != ""]
     within = {s: int(len(g) - g["sha256"].nunique()) for s, g in hashed.groupby("split")}
     counts = per_class.set_index("class_id")["train"]
     present = counts[counts > 0]
     tracks = per_class.set_index("class_id")["tracks"]
-    summary: dict[str, Any] = {
+    return {
         "root": str(catalog.attrs.get("root", "")),
         "layout": str(catalog.attrs.get("layout", "")),
         "images": {"train": len(train), "test": len(test), "meta": int((catalog["split"] == "meta").sum())},
@@ -337,8 +300,37 @@ def compute_stats(
                                "sharpness", top),
         "image_problems": [{"path": str(p), "problem": e} for p, e in zip(unreadable["path"], unreadable["error"])],
         "catalog_problems": [dict(p) for p in catalog.attrs.get("problems", [])],
-        "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def compute_stats(
+    catalog: pd.DataFrame,
+    *,
+    workers: int | None = None,
+    top: int = 24,
+    strict: bool = False,
+    progress: ProgressCallback | None = None,
+) -> DatasetStats:
+    """Measure a catalog: counts, sizes, brightness/contrast/sharpness, shared images.
+
+    Args:
+        catalog: From :func:`~gtsrb_kit.catalog.read_catalog` (``meta`` rows are ignored).
+        workers: Processes for decoding (see :func:`measure_images`).
+        top: How many images the darkest/smallest/blurriest lists keep.
+        strict: Raise on the first unreadable image or size that disagrees with the CSV
+            (otherwise they are listed in ``summary["image_problems"]`` and left out).
+        progress: Optional ``progress(description, completed, total)`` callback.
+
+    Raises:
+        DataError: the catalog holds no training or test image, or (``strict``) an image is
+            unreadable or has another size than its CSV row says.
+    """
+    started = time.perf_counter()
+    per_image, unreadable = _measure_catalog(catalog, workers=workers, strict=strict, progress=progress)
+    per_class = _per_class(per_image)
+    shared = find_shared_images(per_image)
+    summary = _summary(catalog, per_image, per_class, shared, unreadable, top)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
     return DatasetStats(summary=summary, per_class=per_class, per_image=per_image, shared=shared)
 
 
@@ -430,22 +422,7 @@ def write_stats(
     return written
 
 
-def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | None) -> list[Path]:
-    plt = pyplot()
-
-    pc, pi = stats.per_class, stats.per_image
-    written: list[Path] = []
-    total = len(PLOT_FILES)
-
-    def mark(name: str) -> None:
-        written.append(out / name)
-        report(progress, "drawing plots", len(written), total)
-
-    def save(fig: Any, name: str) -> None:
-        save_png(fig, out / name)
-        mark(name)
-
-    report(progress, "drawing plots", 0, total)
+def _class_counts_figure(plt: Any, pc: pd.DataFrame) -> Any:
     x = np.arange(len(pc))
     fig, ax = plt.subplots(figsize=(12, 4))
     ax.bar(x - 0.2, pc["train"], 0.4, label=f"train ({int(pc['train'].sum())})", color="#3b6fb6")
@@ -456,8 +433,10 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     ax.set_title("Images per class")
     ax.legend()
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.92)
-    save(fig, "class_counts.png")
+    return fig
 
+
+def _sizes_figure(plt: Any, pi: pd.DataFrame) -> Any:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     hi = max(int(pi[["width", "height"]].max().max()), 20)
     bins = np.arange(0, hi + 6, 5)
@@ -473,9 +452,11 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     for a in axes:
         a.set_ylabel("images")
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=0.92, wspace=0.3)
-    save(fig, "sizes.png")
+    return fig
 
-    # One sample per class: a large, not-too-dark training image (test if no training image).
+
+def _sample_per_class(pi: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """One sample per class: a large, not-too-dark training image (test if no training image)."""
     paths, labels = [], []
     for cid in range(NUM_CLASSES):
         rows = pi[(pi["class_id"] == cid) & (pi["split"] == "train")]
@@ -486,9 +467,11 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
         best = bright.sort_values(["roi_width", "rel_path"], ascending=[False, True], kind="stable").iloc[0]
         paths.append(str(best["path"]))
         labels.append(_wrap(f"{cid}: {class_name(cid)}"))
-    _save_image(_grid_image(paths, labels, "One sample per class", cols=9), out / "samples.png")
-    mark("samples.png")
+    return paths, labels
 
+
+def _brightness_figure(plt: Any, pc: pd.DataFrame) -> Any:
+    x = np.arange(len(pc))
     fig, axes = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
     axes[0].bar(x, pc["brightness_mean"], yerr=pc["brightness_std"], color="#d9a520", ecolor="#666666",
                 capsize=2)
@@ -500,8 +483,29 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
     axes[1].set_xticks(x, [str(i) for i in pc["class_id"]], fontsize=7)
     axes[1].set_xlabel("class id")
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.1, top=0.94, hspace=0.25)
-    save(fig, "brightness.png")
+    return fig
 
+
+def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | None) -> list[Path]:
+    plt = pyplot()
+
+    pc, pi = stats.per_class, stats.per_image
+    written: list[Path] = []
+    total = len(PLOT_FILES)
+
+    def mark(name: str) -> None:
+        written.append(out / name)
+        report(progress, "drawing plots", len(written), total)
+
+    report(progress, "drawing plots", 0, total)
+    for name, fig in (("class_counts.png", _class_counts_figure(plt, pc)), ("sizes.png", _sizes_figure(plt, pi))):
+        save_png(fig, out / name)
+        mark(name)
+    paths, labels = _sample_per_class(pi)
+    _save_image(_grid_image(paths, labels, "One sample per class", cols=9), out / "samples.png")
+    mark("samples.png")
+    save_png(_brightness_figure(plt, pc), out / "brightness.png")
+    mark("brightness.png")
     by_rel = dict(zip(pi["rel_path"], pi["path"]))
     for name, key, title, fmt in (
         ("darkest.png", "darkest", "Darkest images (mean luminance)", "{:.1f}"),

@@ -22,15 +22,20 @@ Loaders read lazily through h5py, so files larger than memory work::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from gtsrb_kit import __version__
 from gtsrb_kit.errors import ConfigError, DataError
+from gtsrb_kit.fileio import atomic_path, remove_stale_temporaries
 
 SCHEMA_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test", "meta")
@@ -43,6 +48,141 @@ _JSON_ATTRS = ("class_names", "recipe")
 def enhanced_filename(size: int, mode: str, roi: bool = False) -> str:
     """File name of one cooked variant, e.g. ``set-48x48-RGB.h5`` or ``set-24x24-L-LHE-roi.h5``."""
     return ENHANCED_FILE_PATTERN.format(size=int(size), mode=mode, roi="-roi" if roi else "")
+
+
+# --------------------------------------------------------------------------- writing
+
+# Deflate costs much for little gain on these pixels; only L chunks are deflated, other chunks
+# are stored with the gzip filter skipped (HDF5's per-chunk filter mask; every reader honours it).
+COMPRESSED_MODES = frozenset({"L"})
+GZIP_LEVEL = 1
+_FILTER_SKIPPED = 1  # filter mask bit 0: the (only) filter, gzip, was not applied to this chunk
+_STR_LIMIT = 1024
+
+
+def chunk_rows(n: int) -> int:
+    """Rows per HDF5 chunk for ``n`` images: at most CHUNK_IMAGES, all chunks (nearly) the same size.
+
+    HDF5 stores an edge chunk whole; with equal chunks its padding is under one row per chunk.
+    """
+    chunks = max(1, -(-n // CHUNK_IMAGES))
+    return max(1, -(-n // chunks))
+
+
+def encode_chunk(pixels: np.ndarray, mode: str) -> tuple[int, bytes]:
+    """One padded chunk as HDF5 stores it and its filter mask (for :meth:`VariantWriter.write_chunk`).
+
+    HDF5's gzip filter stores a plain zlib stream, so chunks can be compressed anywhere (e.g. in
+    worker processes) and written as they are.
+    """
+    raw = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    if mode not in COMPRESSED_MODES:
+        return _FILTER_SKIPPED, raw
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    return 0, compressor.compress(raw) + compressor.flush()
+
+
+@dataclass(frozen=True)
+class SplitColumns:
+    """What a file stores of one split besides the pixels."""
+
+    y: np.ndarray
+    path: list[str]
+    track: np.ndarray | None = None
+
+
+def _small_dataset(handle: h5py.File, name: str, data: np.ndarray) -> None:
+    """Labels, tracks and paths: gzip-compressed (paths shrink about tenfold)."""
+    if len(data):
+        handle.create_dataset(name, data=data, chunks=(min(len(data), 16384),), compression="gzip",
+                              compression_opts=4, shuffle=data.dtype.itemsize > 1, track_times=False)
+    else:
+        handle.create_dataset(name, data=data, track_times=False)
+
+
+class VariantWriter:
+    """Writes one variant file of schema v1 atomically (temporary name, renamed when complete).
+
+    Use as a context manager; pixels arrive chunk by chunk through :meth:`write_chunk`. Files are
+    byte-identical for the same content (no timestamps, fixed order).
+
+    Args:
+        path: The final file (see :func:`enhanced_filename`).
+        size: Image side.
+        mode: Enhancement mode.
+        columns: :class:`SplitColumns` of every split of :data:`SPLITS`.
+        attrs: File attributes after ``schema_version``, ``created_by`` and ``gtsrb_kit_version``,
+            in the order given (``recipe`` is stored as canonical JSON).
+    """
+
+    def __init__(self, path: str | Path, *, size: int, mode: str, columns: dict[str, SplitColumns],
+                 attrs: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.shape = (int(size), int(size), 3 if mode.startswith("RGB") else 1)
+        self.columns = columns
+        self.attrs = attrs
+        self._stack = contextlib.ExitStack()
+        self._datasets: dict[str, h5py.Dataset] = {}
+
+    def __enter__(self) -> VariantWriter:
+        remove_stale_temporaries(self.path)  # of killed cooks
+        with self._stack as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
+            for split in SPLITS:
+                self._datasets[split] = self._create_split(handle, split, self.columns[split])
+            self._write_attrs(handle)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+    def _create_split(self, handle: h5py.File, split: str, columns: SplitColumns) -> h5py.Dataset:
+        n = len(columns.y)
+        shape = (n, *self.shape)
+        if n:
+            ds = handle.create_dataset(f"x_{split}", shape=shape, dtype=np.uint8, chunks=(chunk_rows(n), *self.shape),
+                                       track_times=False, compression="gzip", compression_opts=GZIP_LEVEL)
+        else:  # HDF5 chunks cannot be larger than the data
+            ds = handle.create_dataset(f"x_{split}", shape=shape, dtype=np.uint8, track_times=False)
+        _small_dataset(handle, f"y_{split}", np.asarray(columns.y, dtype=np.int16))
+        if columns.track is not None:
+            _small_dataset(handle, f"track_{split}", np.asarray(columns.track, dtype=np.int64))
+        encoded = [str(p).encode("utf-8") for p in columns.path]
+        width = min(max([len(e) for e in encoded] + [1]), _STR_LIMIT)
+        _small_dataset(handle, f"path_{split}", np.array(encoded, dtype=f"S{width}"))
+        return ds
+
+    def _write_attrs(self, handle: h5py.File) -> None:
+        handle.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+        handle.attrs["created_by"] = CREATED_BY
+        handle.attrs["gtsrb_kit_version"] = __version__
+        for name, value in self.attrs.items():
+            if name == "recipe":
+                value = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            elif name == "class_names":
+                value = json.dumps(list(value))
+            handle.attrs[name] = value
+
+    def write_chunk(self, split: str, chunk: int, encoded: tuple[int, bytes]) -> None:
+        """Store chunk number ``chunk`` of a split, as :func:`encode_chunk` returns it."""
+        ds = self._datasets[split]
+        mask, data = encoded
+        ds.id.write_direct_chunk((chunk * ds.chunks[0], 0, 0, 0), data, filter_mask=mask)
+
+
+def stored_recipe(path: str | Path) -> dict | None:
+    """The recipe of a complete gtsrb-kit file at ``path``, or None (missing, foreign, corrupt)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("created_by") != CREATED_BY:
+                return None
+            return _decode_attr("recipe", handle.attrs.get("recipe"))
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _decode_attr(name: str, value: Any) -> Any:

@@ -273,3 +273,43 @@ def test_real_ppms_with_header_comments(real_catalog) -> None:
         assert (width, height) == (row["width"], row["height"])
         assert image.shape == (row["height"], row["width"], 3)
         assert np.array_equal(image, pixels)
+
+
+@pytest.mark.parametrize("data", [
+    b"P6\n5 7\n255\n",
+    b"P6\n# made by a camera\n5 # width\n7\n# depth next\n255\n",
+    b"P6 5\t7 255 ",
+])
+def test_decoder_reads_binary_ppm_headers_like_pillow(tmp_path: Path, data: bytes) -> None:
+    from PIL import Image
+
+    from gtsrb_kit.catalog import decode_image_bytes, load_image
+
+    pixels = np.random.default_rng(3).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    (tmp_path / "a.ppm").write_bytes(data + pixels.tobytes())
+    np.testing.assert_array_equal(decode_image_bytes(data + pixels.tobytes()), pixels)
+    np.testing.assert_array_equal(load_image(tmp_path / "a.ppm"), pixels)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.ppm").convert("RGB")), pixels)
+
+
+def test_decoder_reads_other_formats_and_names_broken_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from gtsrb_kit.catalog import load_image
+
+    pixels = np.random.default_rng(4).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "image.png"), pixels)
+    (tmp_path / "short.ppm").write_bytes(b"P6\n5 7\n255\n" + pixels.tobytes()[:-1])
+    with pytest.raises(DataError, match=r"short\.ppm: unreadable image \(.*\); re-download or remove it"):
+        load_image(tmp_path / "short.ppm")
+    with pytest.raises(DataError, match="absent.ppm: file missing"):
+        load_image(tmp_path / "absent.ppm")
+
+
+def test_shared_digests_ignore_unreadable_images() -> None:
+    from gtsrb_kit.catalog import image_digest, shared_digests
+
+    a, b = image_digest(b"a"), image_digest(b"b")
+    assert a != b and len(a) == 64
+    assert shared_digests([a, b, None, ""], [b, None, ""]) == {b}

@@ -1,15 +1,12 @@
 """Enhancement modes against the course's straightforward scikit-image recipe.
 
-Stated tolerance (see gtsrb_kit.enhance): after round(255 * x), every mode is within 1 grey level of
-the reference on every pixel, except that a +-1 tie in the grey input of L-LHE / L-CLAHE may move
-that pixel's neighbourhood result (rare: checked as a fraction); rank_equalize itself is bit-exact.
+Stated tolerance (see gtsrb_kit.enhance): after round(255 * x), RGB, RGB-HE, L and L-HE are within
+1 grey level of the reference on every pixel; L-LHE and L-CLAHE differ on fewer than 0.1 % of the
+pixels (around grey inputs one level off); rank_equalize itself is bit-exact.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -21,16 +18,6 @@ from skimage.morphology import disk
 from gtsrb_kit import enhance as E
 from gtsrb_kit.catalog import load_image, read_catalog
 from gtsrb_kit.errors import ConfigError
-
-
-@pytest.fixture(params=["compiled", "numpy"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the compiled kernels (where built) and with the numpy code."""
-    if request.param == "numpy":
-        monkeypatch.setattr(E, "_kernels", None)
-    elif E._kernels is None:
-        pytest.skip("compiled kernels not built")
-    return request.param
 
 
 def _reference_u8(image: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -61,11 +48,18 @@ def _synthetic_images() -> list[np.ndarray]:
     return [*images, flat, black]
 
 
+# A grey input one level off (a value on a half level) moves these modes' results around it.
+_NEIGHBOURHOOD_MODES = ("L-LHE", "L-CLAHE")
+
+
 @pytest.mark.parametrize("mode", E.MODES)
-def test_modes_match_course_on_synthetic_images(mode: str, implementation: str) -> None:
+def test_modes_match_course_on_synthetic_images(mode: str) -> None:
     for size in (24, 48, 32):
         max_diff, frac = _compare(_synthetic_images(), size, mode)
-        assert max_diff <= 1 or frac < 1e-3, (mode, size, max_diff, frac)
+        if mode in _NEIGHBOURHOOD_MODES:
+            assert frac < 1e-3, (mode, size, max_diff, frac)
+        else:
+            assert max_diff <= 1, (mode, size, max_diff, frac)
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +71,16 @@ def real_images(real_small_root) -> list[np.ndarray]:
 
 @pytest.mark.real
 @pytest.mark.parametrize("mode", E.MODES)
-def test_modes_match_course_on_real_images(real_images: list[np.ndarray], mode: str, implementation: str) -> None:
+def test_modes_match_course_on_real_images(real_images: list[np.ndarray], mode: str) -> None:
     for size in (24, 48):
         max_diff, frac = _compare(real_images, size, mode)
-        if mode in ("L-LHE", "L-CLAHE"):
-            assert frac < 1e-3, (mode, size, max_diff, frac)  # only neighbourhoods of +-1 grey ties
+        if mode in _NEIGHBOURHOOD_MODES:
+            assert frac < 1e-3, (mode, size, max_diff, frac)
         else:
-            assert max_diff <= 1 and frac < 2e-3, (mode, size, max_diff, frac)
+            assert max_diff <= 1, (mode, size, max_diff, frac)
 
 
-def test_resize_matches_skimage_to_float_rounding(implementation: str) -> None:
+def test_resize_matches_skimage_to_float_rounding() -> None:
     rng = np.random.default_rng(1)
     for h, w, s in [(30, 33, 24), (45, 45, 48), (266, 232, 24), (25, 120, 48), (1, 9, 4), (48, 48, 48),
                     (10, 13, 48), (7, 60, 24), (47, 49, 48)]:
@@ -115,7 +109,7 @@ def test_rank_equalize_is_bit_exact() -> None:
     assert E.rank_equalize(np.zeros((0, 8, 8), np.uint8)).shape == (0, 8, 8)
 
 
-def test_equalize_hist_batch_matches_skimage_exactly(implementation: str) -> None:
+def test_equalize_hist_batch_matches_skimage_exactly() -> None:
     rng = np.random.default_rng(3)
     batch = rng.random((5, 24, 24))
     batch[1] = 0.25  # flat
@@ -141,18 +135,7 @@ def test_enhance_single_image_shapes_roi_and_errors() -> None:
     assert E.mode_channels("RGB-HE") == 3 and E.mode_channels("L-CLAHE") == 1
 
 
-def test_clahe_batch_matches_skimage_exactly() -> None:
-    rng = np.random.default_rng(5)
-    for h, w in [(24, 24), (48, 48), (40, 57), (7, 9), (130, 130)]:
-        batch = rng.random((4, h, w))
-        batch[1] = 0.3  # flat
-        batch[2] = np.round(batch[2] * 3) / 3  # three levels: big clipped histograms
-        batch[3] = batch[3] ** 6  # mostly dark
-        theirs = np.stack([exposure.equalize_adapthist(b) for b in batch])
-        np.testing.assert_array_equal(E.clahe_batch(batch), theirs)
-
-
-def test_resize_planes_matches_resize_image_and_fills_destinations(implementation: str) -> None:
+def test_resize_planes_matches_resize_image_and_fills_destinations() -> None:
     rng = np.random.default_rng(6)
     flat = np.full((20, 31, 3), 77, np.uint8)
     for image in (rng.integers(0, 256, (57, 40, 3), dtype=np.uint8), flat, rng.integers(0, 256, (9, 70), dtype=np.uint8)):
@@ -165,63 +148,3 @@ def test_resize_planes_matches_resize_image_and_fills_destinations(implementatio
             np.testing.assert_array_equal(many, single)
             assert np.shares_memory(o, d) and (d[0] == -1.0).all()
     np.testing.assert_array_equal(E.resize_planes(flat, (16,))[0], np.full((3, 16, 16), 77 / 255.0))
-
-
-@pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
-def test_compiled_and_numpy_resize_agree_with_skimage_on_many_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(8)
-    for _ in range(150):
-        h, w = (int(v) for v in rng.integers(1, 90, 2))
-        size = int(rng.choice([4, 7, 24, 32, 48, 64]))
-        channels = int(rng.choice([0, 1, 3, 4]))
-        image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
-        theirs = transform.resize(image, (size, size))
-        compiled = E.resize_image(image, size)
-        with monkeypatch.context() as patch:
-            patch.setattr(E, "_kernels", None)
-            numpy_path = E.resize_image(image, size)
-        np.testing.assert_allclose(compiled, theirs, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(numpy_path, theirs, rtol=0, atol=1e-12)
-
-
-@pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
-def test_compiled_resize_without_fused_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The portable loop of the compiled resize (CPUs without FMA/AVX2) agrees with skimage too."""
-    monkeypatch.setattr(E, "_FMA", False)
-    assert E.resize_implementation() == "c"
-    rng = np.random.default_rng(10)
-    for h, w, size, channels in [(1, 1, 4, 3), (2, 90, 48, 3), (243, 225, 24, 3), (30, 33, 48, 1), (61, 45, 32, 4), (9, 70, 24, 0)]:
-        image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
-        np.testing.assert_allclose(E.resize_image(image, size), transform.resize(image, (size, size)), rtol=0, atol=1e-12)
-
-
-@pytest.mark.skipif(E._kernels is None, reason="compiled kernels not built")
-def test_compiled_modes_and_equalization_are_bit_identical_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(9)
-    for size in (24, 48, 7):
-        for trial in range(12):
-            n = int(rng.integers(1, 20))
-            planes = rng.random((n, 3, size, size))
-            if trial % 3 == 0:
-                planes = np.round(planes * 8) / 8  # many values on bin edges and centres
-            if trial % 4 == 1:
-                planes[0] = 0.3  # flat image
-            if trial % 5 == 2:
-                planes[:, :, : size // 2] = 0  # black pixels (V == 0) in RGB-HE
-            outputs = {m: np.zeros((n, size, size, E.mode_channels(m)), np.uint8) for m in ("RGB", "RGB-HE", "L", "L-HE")}
-            E.store_modes(planes, outputs)
-            value = planes.max(axis=1)
-            compiled_eq = E.equalize_hist_batch(value)
-            with monkeypatch.context() as patch:
-                patch.setattr(E, "_kernels", None)
-                reference = E.apply_modes(np.moveaxis(planes, 1, -1), list(outputs))
-                np.testing.assert_array_equal(compiled_eq, E.equalize_hist_batch(value))
-            for mode, pixels in outputs.items():
-                np.testing.assert_array_equal(pixels, reference[mode], err_msg=f"{mode} {size} {trial}")
-
-
-def test_kernels_can_be_switched_off_by_environment() -> None:
-    code = "from gtsrb_kit.enhance import resize_implementation as r; print(r())"
-    env = {**os.environ, "GTSRB_KIT_KERNELS": "0"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "numpy"

@@ -37,6 +37,40 @@ def test_file_names() -> None:
     assert enhanced_filename(24, "L-LHE", roi=True) == "set-24x24-L-LHE-roi.h5"
 
 
+@pytest.mark.parametrize("n", [*range(1, 600, 7), 2526, 12630, 25733])
+def test_chunks_are_balanced(n: int) -> None:
+    """At most CHUNK_IMAGES rows per chunk, no more chunks than needed, and the last one barely padded."""
+    from gtsrb_kit.store import CHUNK_IMAGES, chunk_rows
+
+    rows = chunk_rows(n)
+    chunks = -(-n // rows)
+    assert rows <= CHUNK_IMAGES and chunks == -(-n // CHUNK_IMAGES) and chunks * rows - n < chunks
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_writer_round_trip(tmp_path: Path, mode: str) -> None:
+    """Chunks encoded anywhere (deflated for L, stored raw otherwise) read back as written."""
+    from gtsrb_kit.store import SPLITS, SplitColumns, VariantWriter, chunk_rows, encode_chunk, stored_recipe
+
+    channels = 3 if mode == "RGB" else 1
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8, channels), dtype=np.uint8)
+    columns = {s: SplitColumns(y=np.arange(5 if s == "train" else 0), path=[f"{s}/{i}.ppm" for i in range(5 if s == "train" else 0)],
+                               track=np.zeros(5 if s == "train" else 0, np.int64) if s in ("train", "val") else None)
+               for s in SPLITS}
+    path = tmp_path / enhanced_filename(8, mode)
+    with VariantWriter(path, size=8, mode=mode, columns=columns,
+                       attrs={"size": np.int64(8), "mode": mode, "recipe": {"mode": mode}}) as writer:
+        assert not path.exists()  # written under a temporary name until complete
+        rows = chunk_rows(5)
+        padded = np.zeros((rows, 8, 8, channels), np.uint8)
+        padded[:5] = pixels
+        writer.write_chunk("train", 0, encode_chunk(padded, mode))
+    x, y = load_split(path, "train")
+    np.testing.assert_array_equal(x, pixels)
+    np.testing.assert_array_equal(y, np.arange(5))
+    assert stored_recipe(path) == {"mode": mode} and read_info(path)["splits"]["val"]["count"] == 0
+
+
 def test_read_info_schema(cooked: dict[str, Path], synth_root: Path) -> None:
     info = read_info(cooked["RGB"])
     assert info["schema_version"] == 1 and info["created_by"] == "gtsrb-kit"
