@@ -1,4 +1,4 @@
-"""Seeded, flip-free image augmentation for training, in three interchangeable paths.
+"""Seeded, flip-free image augmentation for training: the presets in-graph, or your own albumentations pipeline.
 
 Presets (:data:`PRESETS`):
 
@@ -12,28 +12,20 @@ Presets (:data:`PRESETS`):
 
 No preset ever flips: a mirrored "Dangerous curve to the left" is a "Dangerous curve to the right".
 
-Paths (:data:`PATHS`) apply the same distributions in different ways:
-
-* ``batch`` (the fastest on CPU for most shapes): all random matrices of a batch are drawn in one vectorised
-  step from a numpy ``Generator`` seeded by ``(seed, batch number)``, then ``cv2.warpAffine`` /
-  ``cv2.warpPerspective`` run per image and the photometric steps run vectorised, all inside
-  ONE ``tf.numpy_function`` per batch.
-* ``tf``: TensorFlow's ``ImageProjectiveTransformV3`` and stateless random ops, in-graph (runs on
-  GPU when the pipeline does, no Python in the loop): the fastest for small images.
-* ``albumentations``: an ``albumentations.Compose`` per image (slowest: per-call overhead), the
-  way to use any pipeline of your own: ``Augmenter(A.Compose([...]))``.
-
-``auto`` (the default) picks, per image shape, the path the benchmark found faster
-(:func:`choose_path`). Every path is deterministic: batch ``k`` of a run with seed ``s`` gets the same draws whatever
-the thread scheduling, so the same seed gives the same training images.
+The presets run in-graph: batch ``k`` of a run with seed ``s`` draws its parameters with stateless
+random ops seeded by ``(s, k)``, then one XLA-compiled function warps every image (one projective
+map per image, bilinear, nearest fill) and applies the photometric steps. It runs where the input
+pipeline runs, CPU or GPU, with no Python in the loop; the same seed gives the same images.
+An ``albumentations`` pipeline of your own runs per image: ``Augmenter(A.Compose([...]))``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,19 +33,15 @@ import numpy as np
 from gtsrb_kit.errors import ConfigError
 
 PRESETS: tuple[str, ...] = ("none", "fidle", "strong")
-PATHS: tuple[str, ...] = ("batch", "tf", "albumentations")
 DEFAULT_PRESET = "strong"
-DEFAULT_PATH = "auto"
-# ``auto`` takes the tf path for affine-only presets on images of at most this many values
-# (24x24x3, 32x32x1): there per-image Python work makes the batch path the slower one
-# (benchmarks/bench_augment.py: fidle at 24x24x1, tf 18-21x ImageDataGenerator, batch 9-12x;
-# at 48x48x3, batch 15-18x, tf 10x; with photometric steps, batch wins at every size).
-TF_PATH_MAX_VALUES = 24 * 24 * 3
+# accepted ``path`` values and the implementation each names: ``auto`` and ``batch`` stay valid
+# so that existing command lines and run configs keep working
+PATHS: dict[str, str] = {"auto": "tf", "batch": "tf", "tf": "tf", "albumentations": "albumentations"}
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Ranges of one preset (shared by all paths)."""
+    """Ranges of one preset."""
 
     rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
     shift: float = 0.0  # fraction of the side, per axis
@@ -67,11 +55,6 @@ class AugmentParams:
     noise_std: tuple[float, float] = (0.0, 0.0)  # in grey levels
     occlusion_p: float = 0.0
     occlusion_size: tuple[float, float] = (0.1, 0.25)  # fraction of the side
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def photometric(self) -> bool:
-        return bool(self.brightness or self.contrast or self.blur_p or self.noise_p or self.occlusion_p)
 
 
 PRESET_PARAMS: dict[str, AugmentParams] = {
@@ -93,151 +76,140 @@ def check_preset(preset: str) -> str:
 
 
 def check_path(path: str) -> str:
-    """Return ``path`` if known (``auto`` or one of :data:`PATHS`), else raise :class:`ConfigError`."""
-    if path == "auto":
-        return path
+    """The implementation (``tf`` or ``albumentations``) that ``path`` names; :class:`ConfigError` if unknown."""
     if path not in PATHS:
-        raise ConfigError(f"unknown augmentation path {path!r}; use one of auto, {', '.join(PATHS)}")
-    return path
+        raise ConfigError(f"unknown augmentation path {path!r}; use one of {', '.join(PATHS)}")
+    return PATHS[path]
 
 
-def choose_path(path: str, params: AugmentParams, shape: Any) -> str:
-    """The path used for images of ``shape`` (H, W, C): ``path`` itself unless it is ``auto``.
+# --------------------------------------------------------------------------- in-graph presets
 
-    ``auto`` is the ``tf`` path for presets without photometric or perspective steps on images
-    of at most :data:`TF_PATH_MAX_VALUES` values, otherwise the ``batch`` path.
+# columns of the per-image uniform draw, each scaled to its range by _ranges
+_COLUMNS = ("rotation", "shear", "zoom_x", "zoom_y", "shift_x", "shift_y", "persp_x", "persp_y", "contrast",
+            "brightness", "blur", "noise", "noise_std", "occlusion", "occ_h", "occ_w", "occ_y", "occ_x", "occ_fill")
+
+
+def _ranges(p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
+    r, s = math.radians(p.rotation), math.radians(p.shear)
+    pairs = [(-r, r), (-s, s), p.zoom, p.zoom, (-p.shift, p.shift), (-p.shift, p.shift),
+             (-p.perspective, p.perspective), (-p.perspective, p.perspective), (-p.contrast, p.contrast),
+             (-p.brightness, p.brightness), (0, 1), (0, 1), p.noise_std, (0, 1), p.occlusion_size,
+             p.occlusion_size, (0, 1), (0, 1), (0, 255)]
+    low, high = np.array(pairs, np.float32).T
+    return low, high
+
+
+def _warp(tf: Any, x: Any, d: dict[str, Any]) -> Any:
+    """Bilinear warp with nearest fill of a float NHWC batch, each image by its output -> input map.
+
+    The map is Keras' ``Rotation . Shear . Zoom`` about the centre plus a shift, divided by a
+    projective term around the centre; zoom factors stay positive, so it never mirrors.
     """
-    path = check_path(path)
-    if path != "auto":
-        return path
-    dims = [d for d in shape] if shape is not None else []
-    known = len(dims) == 3 and all(isinstance(d, int) for d in dims)
-    small = known and dims[0] * dims[1] * dims[2] <= TF_PATH_MAX_VALUES
-    affine_only = not params.photometric and not params.perspective
-    return "tf" if small and affine_only else "batch"
+    n, h, w, c = tf.unstack(tf.shape(x))
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    cx, cy = (wf - 1) / 2, (hf - 1) / 2
+    u = (tf.range(wf) - cx)[None, None, :]
+    v = (tf.range(hf) - cy)[None, :, None]
+    cos, sin = tf.cos(d["rotation"]), tf.sin(d["rotation"])
+    sin_s, cos_s = tf.sin(d["shear"]), tf.cos(d["shear"])
+    zx, zy = d["zoom_x"], d["zoom_y"]
+
+    def col(t: Any) -> Any:
+        return t[:, None, None]
+
+    den = 1.0 + col(d["persp_x"] / wf) * u + col(d["persp_y"] / hf) * v
+    sx = (col(cos * zx) * u + col((-cos * sin_s - sin * cos_s) * zy) * v) / den + col(cx + d["shift_x"] * wf)
+    sy = (col(sin * zx) * u + col((-sin * sin_s + cos * cos_s) * zy) * v) / den + col(cy + d["shift_y"] * hf)
+    sx, sy = tf.clip_by_value(sx, 0.0, wf - 1), tf.clip_by_value(sy, 0.0, hf - 1)
+    x0, y0 = tf.floor(sx), tf.floor(sy)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    x1, y1 = tf.minimum(x0 + 1, w - 1), tf.minimum(y0 + 1, h - 1)
+    flat = tf.reshape(x, [-1, c])
+    base = (tf.range(n) * h * w)[:, None, None]
+
+    def at(yy: Any, xx: Any) -> Any:
+        return tf.gather(flat, base + yy * w + xx)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
 
 
-# --------------------------------------------------------------------------- random matrices (numpy)
+def _blur(x: Any) -> Any:
+    """3x3 binomial blur of a float NHWC batch, edges repeated."""
+    import tensorflow as tf
 
-def _rng(seed: int, counter: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(counter) & 0xFFFFFFFFFFFF]))
-
-
-def random_homographies(rng: np.random.Generator, n: int, height: int, width: int, params: AugmentParams) -> np.ndarray:
-    """Draw ``n`` forward 3x3 transforms (input -> output pixel coordinates) in one vectorised step.
-
-    The transform is ``T(center + shift) . R . Shear . Zoom . T(-center)``, with an optional small
-    projective part; it never mirrors (zoom factors stay positive).
-    """
-    theta = np.deg2rad(rng.uniform(-params.rotation, params.rotation, n))
-    shear = np.deg2rad(rng.uniform(-params.shear, params.shear, n))
-    zx = rng.uniform(params.zoom[0], params.zoom[1], n)
-    zy = rng.uniform(params.zoom[0], params.zoom[1], n)
-    tx = rng.uniform(-params.shift, params.shift, n) * width
-    ty = rng.uniform(-params.shift, params.shift, n) * height
-    # drawn even without perspective: the draws after it (photometric steps) depend on the stream
-    persp = rng.uniform(-params.perspective, params.perspective, (n, 2))
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    cos, sin = np.cos(theta), np.sin(theta)
-    sin_s, cos_s = np.sin(shear), np.cos(shear)
-    # A = R @ Shear @ Zoom, with Shear = [[1, -sin(s)], [0, cos(s)]] (Keras' convention)
-    a00 = cos * zx
-    a01 = (-cos * sin_s - sin * cos_s) * zy
-    a10 = sin * zx
-    a11 = (-sin * sin_s + cos * cos_s) * zy
-    m = np.zeros((n, 3, 3))
-    m[:, 0, 0], m[:, 0, 1] = a00, a01
-    m[:, 1, 0], m[:, 1, 1] = a10, a11
-    m[:, 0, 2] = cx + tx - a00 * cx - a01 * cy
-    m[:, 1, 2] = cy + ty - a10 * cx - a11 * cy
-    m[:, 2, 2] = 1.0
-    if params.perspective:
-        persp = persp / np.array([width, height])
-        # projective row applied around the centre so the sign stays in place
-        p = np.zeros((n, 3, 3))
-        p[:, 0, 0] = p[:, 1, 1] = p[:, 2, 2] = 1.0
-        p[:, 2, 0], p[:, 2, 1] = persp[:, 0], persp[:, 1]
-        p[:, 2, 2] = 1.0 - persp[:, 0] * cx - persp[:, 1] * cy
-        m = p @ m
-        m /= m[:, 2:3, 2:3]
-    return m
+    y = tf.pad(x, [[0, 0], [1, 1], [0, 0], [0, 0]], mode="SYMMETRIC")
+    x = (y[:, :-2] + 2 * y[:, 1:-1] + y[:, 2:]) / 4
+    y = tf.pad(x, [[0, 0], [0, 0], [1, 1], [0, 0]], mode="SYMMETRIC")
+    return (y[:, :, :-2] + 2 * y[:, :, 1:-1] + y[:, :, 2:]) / 4
 
 
-def _photometric_numpy(rng: np.random.Generator, out: np.ndarray, params: AugmentParams) -> np.ndarray:
-    """Brightness/contrast, blur, noise and occlusion on a uint8 batch (returns a new array)."""
-    import cv2
+def _occlude(tf: Any, x: Any, d: dict[str, Any], p: AugmentParams) -> Any:
+    """Fill one rectangle per hit image with a uniform grey."""
+    shape = tf.shape(x)
+    hf, wf = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    hh, ww = tf.maximum(1.0, tf.floor(d["occ_h"] * hf)), tf.maximum(1.0, tf.floor(d["occ_w"] * wf))
+    y0, x0 = tf.floor(d["occ_y"] * (hf - hh + 1)), tf.floor(d["occ_x"] * (wf - ww + 1))
+    rows, cols = tf.range(hf)[None, :, None], tf.range(wf)[None, None, :]
 
-    n, h, w, c = out.shape
-    x = out.astype(np.float32)
-    if params.contrast or params.brightness:
-        alpha = 1.0 + rng.uniform(-params.contrast, params.contrast, (n, 1, 1, 1)).astype(np.float32)
-        beta = (rng.uniform(-params.brightness, params.brightness, (n, 1, 1, 1)) * 255.0).astype(np.float32)
-        mean = x.mean(axis=(1, 2, 3), keepdims=True)
-        # (x - mean) * alpha + mean + beta, in place (same float32 operations in the same order)
-        x -= mean
-        x *= alpha
-        x += mean
-        x += beta
-    if params.blur_p:
-        for i in np.flatnonzero(rng.random(n) < params.blur_p):
-            x[i] = cv2.GaussianBlur(x[i], (3, 3), 0).reshape(h, w, c)
-    if params.noise_p:
-        hit = (rng.random(n) < params.noise_p).astype(np.float32)
-        std = rng.uniform(params.noise_std[0], params.noise_std[1], n).astype(np.float32) * hit
-        # the whole batch's noise is drawn (it fixes the generator state for the draws after it),
-        # but only images that were hit get it added: x + noise * 0 leaves the others unchanged
-        noise = rng.standard_normal(x.shape, dtype=np.float32)
-        idx = np.flatnonzero(hit)
-        if idx.size:
-            x[idx] += noise[idx] * std[idx, None, None, None]
-    if params.occlusion_p:
-        hit = rng.random(n) < params.occlusion_p
-        hh = np.maximum(1, (rng.uniform(*params.occlusion_size, n) * h).astype(int))
-        ww = np.maximum(1, (rng.uniform(*params.occlusion_size, n) * w).astype(int))
-        y0 = (rng.random(n) * (h - hh + 1)).astype(int)
-        x0 = (rng.random(n) * (w - ww + 1)).astype(int)
-        fill = rng.uniform(0, 255, n).astype(np.float32)
-        for i in np.flatnonzero(hit):
-            x[i, y0[i]:y0[i] + hh[i], x0[i]:x0[i] + ww[i]] = fill[i]
-    np.clip(x, 0, 255, out=x)
-    np.rint(x, out=x)
-    return x.astype(np.uint8)
+    def col(t: Any) -> Any:
+        return t[:, None, None]
+
+    inside = ((rows >= col(y0)) & (rows < col(y0 + hh)) & (cols >= col(x0)) & (cols < col(x0 + ww))
+              & col(d["occlusion"] < p.occlusion_p))
+    return tf.where(inside[..., None], d["occ_fill"][:, None, None, None], x)
 
 
-def augment_batch_numpy(images: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
-    """Augment a ``uint8`` NHWC batch with the ``batch`` path (new array; the input is untouched)."""
-    import cv2
+@functools.lru_cache(maxsize=None)
+def _compiled(params: AugmentParams) -> Any:
+    """The XLA-compiled pixel work of a preset (XLA fuses the gathers and arithmetic into one loop)."""
+    import tensorflow as tf
 
-    n, h, w, c = images.shape
-    if n == 0:
-        return images.copy()
-    mats = random_homographies(rng, n, h, w, params)
-    out = np.empty_like(images)
-    # OpenCV writes straight into each slot of ``out`` (dst=): no per-image result array, reshape
-    # or copy. Single-channel batches go in as (N, H, W) views, since OpenCV drops the channel axis.
-    src = np.ascontiguousarray(images)
-    if c == 1:
-        src, dst = src.reshape(n, h, w), out.reshape(n, h, w)
-    else:
-        dst = out
-    size = (w, h)
-    flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-    if params.perspective:
-        warp = cv2.warpPerspective
-    else:
-        warp = cv2.warpAffine
-        mats = np.ascontiguousarray(mats[:, :2])
-    for image, mat, slot in zip(src, mats, dst):
-        warp(image, mat, size, slot, flags, border)
-    if params.photometric:
-        out = _photometric_numpy(rng, out, params)
-    return out
+    low, high = _ranges(params)
+
+    def run(images: Any, uniform: Any, noise: Any) -> Any:
+        d = dict(zip(_COLUMNS, tf.unstack(low + uniform * (high - low), axis=1)))
+
+        def col(name: str) -> Any:
+            return d[name][:, None, None, None]
+
+        x = _warp(tf, tf.cast(images, tf.float32), d)
+        if params.brightness or params.contrast:
+            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            x = (x - mean) * (1.0 + col("contrast")) + mean + col("brightness") * 255.0
+        if params.blur_p:
+            x = tf.where(col("blur") < params.blur_p, _blur(x), x)
+        if params.noise_p:
+            x = x + noise * tf.where(col("noise") < params.noise_p, col("noise_std"), 0.0)
+        if params.occlusion_p:
+            x = _occlude(tf, x, d, params)
+        return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
+
+    return tf.function(run, jit_compile=True, reduce_retracing=True)
+
+
+def _augment(images: Any, seed: Any, params: AugmentParams) -> Any:
+    """Augment a ``uint8`` NHWC batch (array or tensor) with the draws of ``seed``, an int64 pair."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    uniform_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    uniform = tf.random.stateless_uniform([tf.shape(images)[0], len(_COLUMNS)], uniform_seed)
+    noise = tf.random.stateless_normal(tf.shape(images), noise_seed) if params.noise_p else None
+    return _compiled(params)(images, uniform, noise)
 
 
 # --------------------------------------------------------------------------- albumentations
 
 def albumentations_pipeline(preset: str, *, seed: int = 0) -> Any:
-    """The ``albumentations.Compose`` of a preset (seeded), equivalent to the ``batch`` path."""
+    """An ``albumentations.Compose`` close to a preset (seeded), to start a pipeline of your own from.
+
+    Its affine, brightness/contrast, noise and occlusion use the preset's ranges; its perspective
+    (``A.Perspective``, corner jitter) and blur (``A.GaussianBlur``) are albumentations' own, so
+    its images follow the preset's distributions only approximately.
+    """
     import albumentations as A
     import cv2
 
@@ -271,94 +243,10 @@ def _is_albumentations(obj: Any) -> bool:
     return isinstance(obj, (A.BaseCompose, A.BasicTransform))
 
 
-# --------------------------------------------------------------------------- TensorFlow path
-
-def _tf_augment(images: Any, seed: Any, params: AugmentParams) -> Any:
-    """In-graph version of the ``batch`` path on a ``uint8`` NHWC tensor (stateless, seeded)."""
-    import tensorflow as tf
-
-    shape = tf.shape(images)
-    n, h, w = shape[0], shape[1], shape[2]
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=12)
-
-    def uni(i: int, lo: float, hi: float, extra: tuple[int, ...] = ()) -> Any:
-        return tf.random.stateless_uniform(tf.concat([[n], extra], 0) if extra else [n], seeds[i], lo, hi)
-
-    deg = math.pi / 180.0
-    theta = uni(0, -params.rotation * deg, params.rotation * deg + 1e-12)
-    shear = uni(1, -params.shear * deg, params.shear * deg + 1e-12)
-    zx = uni(2, params.zoom[0], params.zoom[1] + 1e-12)
-    zy = uni(3, params.zoom[0], params.zoom[1] + 1e-12)
-    tx = uni(4, -params.shift, params.shift + 1e-12) * wf
-    ty = uni(5, -params.shift, params.shift + 1e-12) * hf
-    px = uni(6, -params.perspective, params.perspective + 1e-12) / wf
-    py = uni(7, -params.perspective, params.perspective + 1e-12) / hf
-    cx, cy = (wf - 1) / 2, (hf - 1) / 2
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    a00 = cos * zx
-    a01 = (-cos * tf.sin(shear) - sin * tf.cos(shear)) * zy
-    a10 = sin * zx
-    a11 = (-sin * tf.sin(shear) + cos * tf.cos(shear)) * zy
-    zero, one = tf.zeros_like(a00), tf.ones_like(a00)
-    affine = tf.stack([
-        tf.stack([a00, a01, cx + tx - a00 * cx - a01 * cy], -1),
-        tf.stack([a10, a11, cy + ty - a10 * cx - a11 * cy], -1),
-        tf.stack([zero, zero, one], -1),
-    ], 1)
-    proj = tf.stack([
-        tf.stack([one, zero, zero], -1),
-        tf.stack([zero, one, zero], -1),
-        tf.stack([px, py, 1.0 - px * cx - py * cy], -1),
-    ], 1)
-    forward = tf.matmul(proj, affine)
-    inverse = tf.linalg.inv(forward)  # the op maps output -> input coordinates
-    inverse = inverse / inverse[:, 2:3, 2:3]
-    flat = tf.reshape(inverse, [-1, 9])[:, :8]
-    x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=flat, output_shape=shape[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
-    )
-    if params.brightness or params.contrast:
-        alpha = 1.0 + uni(8, -params.contrast, params.contrast + 1e-12)[:, None, None, None]
-        beta = uni(9, -params.brightness, params.brightness + 1e-12)[:, None, None, None] * 255.0
-        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-        x = (x - mean) * alpha + mean + beta
-    extra = tf.random.experimental.stateless_split(seeds[10], num=8)
-    if params.blur_p:
-        k = tf.constant([1.0, 2.0, 1.0]) / 4.0
-        kernel = (k[:, None] * k[None, :])[:, :, None, None]
-        c = tf.shape(x)[3]
-        blurred = tf.nn.depthwise_conv2d(
-            tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC"), tf.tile(kernel, [1, 1, c, 1]),
-            strides=[1, 1, 1, 1], padding="VALID",
-        )
-        hit = tf.random.stateless_uniform([n], extra[0]) < params.blur_p
-        x = tf.where(hit[:, None, None, None], blurred, x)
-    if params.noise_p:
-        hit = tf.cast(tf.random.stateless_uniform([n], extra[1]) < params.noise_p, tf.float32)
-        std = tf.random.stateless_uniform([n], extra[2], params.noise_std[0], params.noise_std[1]) * hit
-        x = x + tf.random.stateless_normal(tf.shape(x), extra[3]) * std[:, None, None, None]
-    if params.occlusion_p:
-        lo, hi = params.occlusion_size
-        hit = tf.random.stateless_uniform([n], extra[4]) < params.occlusion_p
-        sizes = tf.random.stateless_uniform([n, 2], extra[5], lo, hi) * tf.stack([hf, wf])
-        sizes = tf.maximum(1.0, tf.floor(sizes))
-        origin = tf.floor(tf.random.stateless_uniform([n, 2], extra[6]) * (tf.stack([hf, wf]) - sizes + 1))
-        fill = tf.random.stateless_uniform([n], extra[7], 0.0, 255.0)
-        rows = tf.cast(tf.range(h), tf.float32)[None, :, None]
-        cols = tf.cast(tf.range(w), tf.float32)[None, None, :]
-        mask = ((rows >= origin[:, 0, None, None]) & (rows < (origin[:, 0] + sizes[:, 0])[:, None, None])
-                & (cols >= origin[:, 1, None, None]) & (cols < (origin[:, 1] + sizes[:, 1])[:, None, None])
-                & hit[:, None, None])
-        x = tf.where(mask[..., None], fill[:, None, None, None], x)
-    return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
-
-
 # --------------------------------------------------------------------------- the Augmenter
 
 class Augmenter:
-    """A seeded augmentation preset (or a custom albumentations pipeline) on one path.
+    """A seeded augmentation preset (or a custom albumentations pipeline).
 
     Example::
 
@@ -370,41 +258,40 @@ class Augmenter:
         mine = Augmenter(A.Compose([A.Affine(rotate=(-5, 5), p=1)]), seed=1)
 
     Args:
-        preset: A name of :data:`PRESETS`, or an ``albumentations`` transform/Compose of your own
-            (it must not flip; it is applied per image).
-        path: ``auto`` (per image shape, see :func:`choose_path`), ``batch``, ``tf`` or
-            ``albumentations``. A custom pipeline always uses ``albumentations``.
+        preset: A name of :data:`PRESETS`, :class:`AugmentParams` of your own, or an
+            ``albumentations`` transform/Compose (it must not flip; it is applied per image).
+        path: A key of :data:`PATHS`: ``tf`` (alias ``auto``, ``batch``) runs the preset in-graph,
+            ``albumentations`` runs :func:`albumentations_pipeline`. A custom pipeline always
+            uses ``albumentations``.
         seed: Base seed; batch ``k`` draws from ``(seed, k)``.
     """
 
     def __init__(self, preset: Any = DEFAULT_PRESET, *, path: str = "auto", seed: int = 0) -> None:
         self.seed = int(seed)
         self._local = threading.local()
-        if _is_albumentations(preset):
-            self.preset = "custom"
-            self.path = "albumentations"
-            self.params = AugmentParams()
-            self._pipeline = preset
-            return
-        if not isinstance(preset, str):
-            raise ConfigError(f"augmentation {preset!r} is neither a preset name ({', '.join(PRESETS)}) "
-                              "nor an albumentations transform")
-        self.preset = check_preset(preset)
-        self.path = check_path(path)
-        self.params = PRESET_PARAMS[self.preset]
         self._pipeline = None
+        if _is_albumentations(preset):
+            self.preset, self.path, self.params, self._pipeline = "custom", "albumentations", None, preset
+        elif isinstance(preset, AugmentParams):
+            self.preset, self.path, self.params = "custom", check_path(path), preset
+        elif isinstance(preset, str):
+            self.preset, self.path = check_preset(preset), check_path(path)
+            self.params = PRESET_PARAMS[self.preset]
+        else:
+            raise ConfigError(f"augmentation {preset!r} is neither a preset name ({', '.join(PRESETS)}) "
+                              "nor an albumentations transform; pass one of those")
 
     def __repr__(self) -> str:
         return f"Augmenter(preset={self.preset!r}, path={self.path!r}, seed={self.seed})"
 
-    def path_for(self, shape: Any) -> str:
-        """The path used for images of ``shape`` (H, W, C) (resolves ``auto``)."""
-        return choose_path(self.path, self.params, shape)
+    def path_for(self, shape: Any = None) -> str:
+        """The implementation used (``tf`` or ``albumentations``), whatever the image shape."""
+        return self.path
 
     @property
     def is_identity(self) -> bool:
-        """True for the ``none`` preset."""
-        return self.preset == "none"
+        """True when images pass through unchanged (the ``none`` preset)."""
+        return self.params == AugmentParams()
 
     def _albu(self) -> Any:
         # one Compose per thread: tf.data's parallel map calls us from several threads at once
@@ -415,26 +302,21 @@ class Augmenter:
             self._local.pipeline = pipe
         return pipe
 
+    def _albumentations(self, images: np.ndarray, counter: int) -> np.ndarray:
+        pipe = self._albu()
+        pipe.set_random_seed(int(np.random.default_rng([self.seed & 0xFFFFFFFF, counter]).integers(0, 2**31 - 1)))
+        return np.stack([np.asarray(pipe(image=image)["image"]).reshape(image.shape) for image in images])
+
     def augment_numpy(self, images: np.ndarray, counter: int = 0) -> np.ndarray:
         """Augment one ``uint8`` NHWC batch as batch number ``counter`` of the run (new array)."""
         images = np.asarray(images)
         if images.ndim != 4 or images.dtype != np.uint8:
             raise ConfigError(f"augmentation needs a uint8 batch (N, H, W, C); got {images.dtype} {images.shape}")
-        if self.is_identity:
+        if self.is_identity or len(images) == 0:
             return images.copy()
-        path = self.path_for(tuple(int(d) for d in images.shape[1:]))
-        if path == "batch":
-            return augment_batch_numpy(images, self.params, _rng(self.seed, counter))
-        if path == "tf":
-            return np.asarray(_tf_augment(images, [self.seed, int(counter)], self.params))
-        pipe = self._albu()
-        pipe.set_random_seed(int(_rng(self.seed, counter).integers(0, 2**31 - 1)))
-        out = np.empty_like(images)
-        n, h, w, c = images.shape
-        for i in range(n):
-            res = pipe(image=images[i])["image"]
-            out[i] = np.asarray(res).reshape(h, w, c)
-        return out
+        if self.path == "albumentations":
+            return self._albumentations(images, int(counter))
+        return np.asarray(_augment(images, np.array([self.seed, counter], np.int64), self.params))
 
     def __call__(self, images: np.ndarray, counter: int = 0) -> np.ndarray:
         """Same as :meth:`augment_numpy`."""
@@ -446,9 +328,9 @@ class Augmenter:
 
         if self.is_identity:
             return images
-        if self.path_for(tuple(images.shape[1:])) == "tf":
-            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(counter, tf.int64)])
-            out = _tf_augment(images, seed, self.params)
+        if self.path == "tf":
+            out = _augment(images, tf.stack([tf.constant(self.seed, tf.int64), tf.cast(counter, tf.int64)]),
+                           self.params)
         else:
             out = tf.numpy_function(lambda x, k: self.augment_numpy(x, int(k)), [images, counter], tf.uint8,
                                     stateful=False)
@@ -499,7 +381,7 @@ def preview_grid(
         per_class: Originals per class.
         classes: Class ids to show (default: every class present).
         seed: Augmentation seed.
-        path: Augmentation path.
+        path: Augmentation path (a key of :data:`PATHS`).
         class_names: Names for row labels (index = class id).
 
     Returns:
@@ -536,7 +418,7 @@ def preview_grid(
                     ax.set_title(name[:28], fontsize=4.5)
             elif r == 0:
                 ax.set_title(f"draw {c}", fontsize=6)
-    fig.suptitle(f"augmentation {aug.preset} ({aug.path_for(originals.shape[1:])} path, seed {seed}); "
+    fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); "
                  "first column: original", fontsize=8)
     fig.tight_layout()
     return save_png(fig, out_png, dpi=110)
