@@ -1,22 +1,13 @@
 """Seeded, flip-free image augmentation for training: the presets in-graph, or your own albumentations pipeline.
 
-Presets (:data:`PRESETS`):
+Presets (:data:`PRESET_PARAMS`): ``none``; ``fidle``, the course's ``ImageDataGenerator``
+settings (Keras' conventions: per-axis zoom, shear in degrees, nearest fill); ``strong``, a wider
+affine plus perspective, brightness/contrast, blur, noise and occlusion. None ever flips: a
+mirrored "Dangerous curve to the left" is a "Dangerous curve to the right".
 
-* ``none``: images pass through unchanged.
-* ``fidle``: the course's ``ImageDataGenerator`` settings: rotation up to 10 degrees, width and
-  height shifts up to 10 %, zoom in [0.8, 1.2] (each axis on its own, as Keras does), shear up
-  to 0.1 degree (Keras' ``shear_range`` is in degrees), nearest-pixel fill.
-* ``strong``: a wider affine (15 degrees, 10 % shifts, zoom 0.85-1.15, 5 degrees shear) plus a
-  small perspective, brightness/contrast (+-25 %), Gaussian blur (p 0.2), Gaussian noise
-  (p 0.3) and one small occluding rectangle (p 0.3).
-
-No preset ever flips: a mirrored "Dangerous curve to the left" is a "Dangerous curve to the right".
-
-The presets run in-graph: batch ``k`` of a run with seed ``s`` draws its parameters with stateless
-random ops seeded by ``(s, k)``, then one XLA-compiled function warps every image (one projective
-map per image, bilinear, nearest fill) and applies the photometric steps. It runs where the input
-pipeline runs, CPU or GPU, with no Python in the loop; the same seed gives the same images.
-An ``albumentations`` pipeline of your own runs per image: ``Augmenter(A.Compose([...]))``.
+Batch ``k`` of a run with seed ``s`` draws its parameters with stateless random ops seeded by
+``(s, k)``; one XLA-compiled function then warps each image (bilinear) and applies the
+photometric steps, in-graph, on the device of the input pipeline.
 """
 
 from __future__ import annotations
@@ -60,11 +51,9 @@ class AugmentParams:
 PRESET_PARAMS: dict[str, AugmentParams] = {
     "none": AugmentParams(),
     "fidle": AugmentParams(rotation=10.0, shift=0.1, zoom=(0.8, 1.2), shear=0.1),
-    "strong": AugmentParams(
-        rotation=15.0, shift=0.1, zoom=(0.85, 1.15), shear=5.0, perspective=0.08,
-        brightness=0.25, contrast=0.25, blur_p=0.2, noise_p=0.3, noise_std=(3.0, 10.0),
-        occlusion_p=0.3, occlusion_size=(0.1, 0.3),
-    ),
+    "strong": AugmentParams(rotation=15.0, shift=0.1, zoom=(0.85, 1.15), shear=5.0, perspective=0.08,
+                            brightness=0.25, contrast=0.25, blur_p=0.2, noise_p=0.3, noise_std=(3.0, 10.0),
+                            occlusion_p=0.3, occlusion_size=(0.1, 0.3)),
 }
 
 
@@ -95,45 +84,36 @@ def _ranges(p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
              (-p.perspective, p.perspective), (-p.perspective, p.perspective), (-p.contrast, p.contrast),
              (-p.brightness, p.brightness), (0, 1), (0, 1), p.noise_std, (0, 1), p.occlusion_size,
              p.occlusion_size, (0, 1), (0, 1), (0, 255)]
-    low, high = np.array(pairs, np.float32).T
-    return low, high
+    return tuple(np.array(pairs, np.float32).T)  # lows, highs
 
 
-def _warp(tf: Any, x: Any, d: dict[str, Any]) -> Any:
+def _warp(x: Any, d: dict[str, Any]) -> Any:
     """Bilinear warp with nearest fill of a float NHWC batch, each image by its output -> input map.
 
     The map is Keras' ``Rotation . Shear . Zoom`` about the centre plus a shift, divided by a
     projective term around the centre; zoom factors stay positive, so it never mirrors.
     """
+    import tensorflow as tf
+
     n, h, w, c = tf.unstack(tf.shape(x))
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
     cx, cy = (wf - 1) / 2, (hf - 1) / 2
-    u = (tf.range(wf) - cx)[None, None, :]
-    v = (tf.range(hf) - cy)[None, :, None]
+    u, v = (tf.range(wf) - cx)[None, None, :, None], (tf.range(hf) - cy)[None, :, None, None]
     cos, sin = tf.cos(d["rotation"]), tf.sin(d["rotation"])
     sin_s, cos_s = tf.sin(d["shear"]), tf.cos(d["shear"])
     zx, zy = d["zoom_x"], d["zoom_y"]
-
-    def col(t: Any) -> Any:
-        return t[:, None, None]
-
-    den = 1.0 + col(d["persp_x"] / wf) * u + col(d["persp_y"] / hf) * v
-    sx = (col(cos * zx) * u + col((-cos * sin_s - sin * cos_s) * zy) * v) / den + col(cx + d["shift_x"] * wf)
-    sy = (col(sin * zx) * u + col((-sin * sin_s + cos * cos_s) * zy) * v) / den + col(cy + d["shift_y"] * hf)
+    den = 1.0 + d["persp_x"] / wf * u + d["persp_y"] / hf * v
+    sx = (cos * zx * u + (-cos * sin_s - sin * cos_s) * zy * v) / den + cx + d["shift_x"] * wf
+    sy = (sin * zx * u + (-sin * sin_s + cos * cos_s) * zy * v) / den + cy + d["shift_y"] * hf
     sx, sy = tf.clip_by_value(sx, 0.0, wf - 1), tf.clip_by_value(sy, 0.0, hf - 1)
     x0, y0 = tf.floor(sx), tf.floor(sy)
-    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    fx, fy = sx - x0, sy - y0
     x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
     x1, y1 = tf.minimum(x0 + 1, w - 1), tf.minimum(y0 + 1, h - 1)
-    flat = tf.reshape(x, [-1, c])
     base = (tf.range(n) * h * w)[:, None, None]
-
-    def at(yy: Any, xx: Any) -> Any:
-        return tf.gather(flat, base + yy * w + xx)
-
-    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
-    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
-    return top * (1 - fy) + bottom * fy
+    corners = tf.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])[..., 0] + base
+    p00, p01, p10, p11 = tf.unstack(tf.gather(tf.reshape(x, [-1, c]), corners))
+    return (p00 * (1 - fx) + p01 * fx) * (1 - fy) + (p10 * (1 - fx) + p11 * fx) * fy
 
 
 def _blur(x: Any) -> Any:
@@ -146,20 +126,16 @@ def _blur(x: Any) -> Any:
     return (y[:, :, :-2] + 2 * y[:, :, 1:-1] + y[:, :, 2:]) / 4
 
 
-def _occlude(tf: Any, x: Any, d: dict[str, Any], p: AugmentParams) -> Any:
+def _occlude(x: Any, d: dict[str, Any], p: AugmentParams) -> Any:
     """Fill one rectangle per hit image with a uniform grey."""
-    shape = tf.shape(x)
-    hf, wf = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    import tensorflow as tf
+
+    hf, wf = (tf.cast(side, tf.float32) for side in tf.unstack(tf.shape(x))[1:3])
     hh, ww = tf.maximum(1.0, tf.floor(d["occ_h"] * hf)), tf.maximum(1.0, tf.floor(d["occ_w"] * wf))
     y0, x0 = tf.floor(d["occ_y"] * (hf - hh + 1)), tf.floor(d["occ_x"] * (wf - ww + 1))
-    rows, cols = tf.range(hf)[None, :, None], tf.range(wf)[None, None, :]
-
-    def col(t: Any) -> Any:
-        return t[:, None, None]
-
-    inside = ((rows >= col(y0)) & (rows < col(y0 + hh)) & (cols >= col(x0)) & (cols < col(x0 + ww))
-              & col(d["occlusion"] < p.occlusion_p))
-    return tf.where(inside[..., None], d["occ_fill"][:, None, None, None], x)
+    rows, cols = tf.range(hf)[None, :, None, None], tf.range(wf)[None, None, :, None]
+    inside = (rows >= y0) & (rows < y0 + hh) & (cols >= x0) & (cols < x0 + ww) & (d["occlusion"] < p.occlusion_p)
+    return tf.where(inside, d["occ_fill"], x)
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,21 +146,18 @@ def _compiled(params: AugmentParams) -> Any:
     low, high = _ranges(params)
 
     def run(images: Any, uniform: Any, noise: Any) -> Any:
-        d = dict(zip(_COLUMNS, tf.unstack(low + uniform * (high - low), axis=1)))
-
-        def col(name: str) -> Any:
-            return d[name][:, None, None, None]
-
-        x = _warp(tf, tf.cast(images, tf.float32), d)
+        # one (N, 1, 1, 1) tensor per column, broadcasting over each image
+        d = dict(zip(_COLUMNS, tf.unstack((low + uniform * (high - low))[:, :, None, None, None], axis=1)))
+        x = _warp(tf.cast(images, tf.float32), d)
         if params.brightness or params.contrast:
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            x = (x - mean) * (1.0 + col("contrast")) + mean + col("brightness") * 255.0
+            x = (x - mean) * (1.0 + d["contrast"]) + mean + d["brightness"] * 255.0
         if params.blur_p:
-            x = tf.where(col("blur") < params.blur_p, _blur(x), x)
+            x = tf.where(d["blur"] < params.blur_p, _blur(x), x)
         if params.noise_p:
-            x = x + noise * tf.where(col("noise") < params.noise_p, col("noise_std"), 0.0)
+            x = x + noise * tf.where(d["noise"] < params.noise_p, d["noise_std"], 0.0)
         if params.occlusion_p:
-            x = _occlude(tf, x, d, params)
+            x = _occlude(x, d, params)
         return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
 
     return tf.function(run, jit_compile=True, reduce_retracing=True)
@@ -194,7 +167,6 @@ def _augment(images: Any, seed: Any, params: AugmentParams) -> Any:
     """Augment a ``uint8`` NHWC batch (array or tensor) with the draws of ``seed``, an int64 pair."""
     import tensorflow as tf
 
-    images = tf.convert_to_tensor(images)
     uniform_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     uniform = tf.random.stateless_uniform([tf.shape(images)[0], len(_COLUMNS)], uniform_seed)
     noise = tf.random.stateless_normal(tf.shape(images), noise_seed) if params.noise_p else None
@@ -214,55 +186,31 @@ def albumentations_pipeline(preset: str, *, seed: int = 0) -> Any:
     import cv2
 
     p = PRESET_PARAMS[check_preset(preset)]
-    transforms: list[Any] = []
-    if preset != "none":
-        transforms.append(A.Affine(
+    transforms = [
+        preset != "none" and A.Affine(
             scale={"x": p.zoom, "y": p.zoom}, translate_percent={"x": (-p.shift, p.shift), "y": (-p.shift, p.shift)},
             rotate=(-p.rotation, p.rotation), shear={"x": (-p.shear, p.shear), "y": (0.0, 0.0)},
-            interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REPLICATE, p=1.0,
-        ))
-    if p.perspective:
-        transforms.append(A.Perspective(scale=(0.01, 0.04), border_mode=cv2.BORDER_REPLICATE, p=0.7))
-    if p.brightness or p.contrast:
-        transforms.append(A.RandomBrightnessContrast(brightness_limit=p.brightness, contrast_limit=p.contrast, p=1.0))
-    if p.blur_p:
-        transforms.append(A.GaussianBlur(blur_limit=(3, 3), p=p.blur_p))
-    if p.noise_p:
-        transforms.append(A.GaussNoise(std_range=(p.noise_std[0] / 255, p.noise_std[1] / 255), p=p.noise_p))
-    if p.occlusion_p:
-        transforms.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=p.occlusion_size,
-                                          hole_width_range=p.occlusion_size, fill="random_uniform", p=p.occlusion_p))
-    return A.Compose(transforms, seed=seed)
-
-
-def _is_albumentations(obj: Any) -> bool:
-    try:
-        import albumentations as A
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(obj, (A.BaseCompose, A.BasicTransform))
+            interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REPLICATE, p=1.0),
+        p.perspective and A.Perspective(scale=(0.01, 0.04), border_mode=cv2.BORDER_REPLICATE, p=0.7),
+        (p.brightness or p.contrast) and A.RandomBrightnessContrast(
+            brightness_limit=p.brightness, contrast_limit=p.contrast, p=1.0),
+        p.blur_p and A.GaussianBlur(blur_limit=(3, 3), p=p.blur_p),
+        p.noise_p and A.GaussNoise(std_range=(p.noise_std[0] / 255, p.noise_std[1] / 255), p=p.noise_p),
+        p.occlusion_p and A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=p.occlusion_size,
+                                          hole_width_range=p.occlusion_size, fill="random_uniform", p=p.occlusion_p),
+    ]
+    return A.Compose([t for t in transforms if t], seed=seed)
 
 
 # --------------------------------------------------------------------------- the Augmenter
 
 class Augmenter:
-    """A seeded augmentation preset (or a custom albumentations pipeline).
-
-    Example::
-
-        aug = Augmenter("strong", seed=1)
-        out = aug(images)                    # uint8 NHWC in, new uint8 NHWC out
-        ds = aug.map_dataset(ds)            # ds of (counter, uint8 images, labels) batches
-
-        import albumentations as A
-        mine = Augmenter(A.Compose([A.Affine(rotate=(-5, 5), p=1)]), seed=1)
+    """A seeded augmentation: ``aug(images, counter)`` or ``aug.map_dataset(ds)``.
 
     Args:
-        preset: A name of :data:`PRESETS`, :class:`AugmentParams` of your own, or an
-            ``albumentations`` transform/Compose (it must not flip; it is applied per image).
-        path: A key of :data:`PATHS`: ``tf`` (alias ``auto``, ``batch``) runs the preset in-graph,
-            ``albumentations`` runs :func:`albumentations_pipeline`. A custom pipeline always
-            uses ``albumentations``.
+        preset: A name of :data:`PRESETS`, :class:`AugmentParams`, or an albumentations
+            transform of your own (applied per image; it must not flip).
+        path: A key of :data:`PATHS`: in-graph (``tf``) or :func:`albumentations_pipeline`.
         seed: Base seed; batch ``k`` draws from ``(seed, k)``.
     """
 
@@ -270,40 +218,28 @@ class Augmenter:
         self.seed = int(seed)
         self._local = threading.local()
         self._pipeline = None
-        if _is_albumentations(preset):
-            self.preset, self.path, self.params, self._pipeline = "custom", "albumentations", None, preset
-        elif isinstance(preset, AugmentParams):
-            self.preset, self.path, self.params = "custom", check_path(path), preset
-        elif isinstance(preset, str):
+        if isinstance(preset, str):
             self.preset, self.path = check_preset(preset), check_path(path)
             self.params = PRESET_PARAMS[self.preset]
+        elif isinstance(preset, AugmentParams):
+            self.preset, self.path, self.params = "custom", check_path(path), preset
+        elif type(preset).__module__.split(".")[0] == "albumentations":
+            self.preset, self.path, self.params, self._pipeline = "custom", "albumentations", None, preset
         else:
             raise ConfigError(f"augmentation {preset!r} is neither a preset name ({', '.join(PRESETS)}) "
                               "nor an albumentations transform; pass one of those")
-
-    def __repr__(self) -> str:
-        return f"Augmenter(preset={self.preset!r}, path={self.path!r}, seed={self.seed})"
+        self.is_identity = self.params == AugmentParams()  # the ``none`` preset: images pass unchanged
 
     def path_for(self, shape: Any = None) -> str:
         """The implementation used (``tf`` or ``albumentations``), whatever the image shape."""
         return self.path
 
-    @property
-    def is_identity(self) -> bool:
-        """True when images pass through unchanged (the ``none`` preset)."""
-        return self.params == AugmentParams()
-
-    def _albu(self) -> Any:
+    def _albumentations(self, images: np.ndarray, counter: int) -> np.ndarray:
         # one Compose per thread: tf.data's parallel map calls us from several threads at once
         pipe = getattr(self._local, "pipeline", None)
         if pipe is None:
-            pipe = copy.deepcopy(self._pipeline) if self._pipeline is not None else albumentations_pipeline(
-                self.preset, seed=self.seed)
-            self._local.pipeline = pipe
-        return pipe
-
-    def _albumentations(self, images: np.ndarray, counter: int) -> np.ndarray:
-        pipe = self._albu()
+            pipe = self._local.pipeline = (copy.deepcopy(self._pipeline) if self._pipeline is not None
+                                           else albumentations_pipeline(self.preset, seed=self.seed))
         pipe.set_random_seed(int(np.random.default_rng([self.seed & 0xFFFFFFFF, counter]).integers(0, 2**31 - 1)))
         return np.stack([np.asarray(pipe(image=image)["image"]).reshape(image.shape) for image in images])
 
@@ -318,9 +254,7 @@ class Augmenter:
             return self._albumentations(images, int(counter))
         return np.asarray(_augment(images, np.array([self.seed, counter], np.int64), self.params))
 
-    def __call__(self, images: np.ndarray, counter: int = 0) -> np.ndarray:
-        """Same as :meth:`augment_numpy`."""
-        return self.augment_numpy(images, counter)
+    __call__ = augment_numpy
 
     def augment_tensor(self, images: Any, counter: Any) -> Any:
         """Augment a ``uint8`` NHWC tensor inside a ``tf.data`` map (static shape kept)."""
@@ -338,10 +272,7 @@ class Augmenter:
         return out
 
     def map_dataset(self, ds: Any, *, num_parallel_calls: Any = None) -> Any:
-        """Map a dataset of ``(counter, images, labels)`` batches to ``(augmented images, labels)``.
-
-        Order is deterministic (``tf.data`` keeps it with parallel calls); so are the draws.
-        """
+        """Map a dataset of ``(counter, images, labels)`` batches to ``(augmented images, labels)``, in order."""
         import tensorflow as tf
 
         calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
@@ -352,73 +283,39 @@ def make_augmenter(augment: Any, *, seed: int = 0, path: str = "auto") -> Augmen
     """An :class:`Augmenter` from a preset name, an albumentations pipeline or an Augmenter."""
     if isinstance(augment, Augmenter):
         return augment
-    if augment is None:
-        augment = "none"
-    return Augmenter(augment, path=path, seed=seed)
+    return Augmenter("none" if augment is None else augment, path=path, seed=seed)
 
 
-def preview_grid(
-    images: np.ndarray,
-    labels: np.ndarray,
-    out_png: Any,
-    *,
-    augment: Any = DEFAULT_PRESET,
-    draws: int = 6,
-    per_class: int = 1,
-    classes: Any = None,
-    seed: int = 0,
-    path: str = "auto",
-    class_names: Any = None,
-) -> Any:
-    """Write a PNG grid: per class, an original image then ``draws`` augmented versions of it.
-
-    Args:
-        images: ``uint8`` NHWC images.
-        labels: Their class ids.
-        out_png: Output PNG path (written atomically).
-        augment: Preset name, albumentations pipeline or :class:`Augmenter`.
-        draws: Augmented versions per original.
-        per_class: Originals per class.
-        classes: Class ids to show (default: every class present).
-        seed: Augmentation seed.
-        path: Augmentation path (a key of :data:`PATHS`).
-        class_names: Names for row labels (index = class id).
-
-    Returns:
-        The path of the PNG.
-    """
+def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augment: Any = DEFAULT_PRESET,
+                 draws: int = 6, per_class: int = 1, classes: Any = None, seed: int = 0, path: str = "auto",
+                 class_names: Any = None) -> Any:
+    """Write a PNG grid (atomically) and return its path: per class, ``per_class`` originals of
+    ``classes`` (default: all present), each followed by ``draws`` augmented versions;
+    ``augment``, ``seed`` and ``path`` as for :func:`make_augmenter`."""
     from gtsrb_kit.plotting import pyplot, save_png
 
     plt = pyplot()
     aug = make_augmenter(augment, seed=seed, path=path)
     labels = np.asarray(labels)
-    chosen_classes = sorted(set(int(c) for c in labels)) if classes is None else [int(c) for c in classes]
-    rows: list[tuple[int, np.ndarray]] = []
-    for cls in chosen_classes:
-        idx = np.flatnonzero(labels == cls)[:per_class]
-        rows += [(cls, images[i]) for i in idx]
-    if not rows:
-        raise ConfigError("no images to preview: the chosen classes are not in the data")
-    originals = np.stack([r[1] for r in rows])
-    draws_out = [aug(originals, counter=d) for d in range(draws)]
-    cols = draws + 1
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 1.1, len(rows) * 1.1 + 0.4), squeeze=False)
+    chosen = sorted(set(labels.tolist())) if classes is None else [int(c) for c in classes]
+    idx = [i for cls in chosen for i in np.flatnonzero(labels == cls)[:per_class]]
+    if not idx:
+        raise ConfigError(f"classes {chosen}: not in the data, so there are no images to preview; choose others")
+    originals = np.asarray(images)[idx]
+    grid = np.stack([originals] + [aug(originals, counter=d) for d in range(draws)], axis=1)
+    fig, axes = plt.subplots(len(idx), draws + 1, figsize=((draws + 1) * 1.1, len(idx) * 1.1 + 0.4), squeeze=False)
     gray = originals.shape[-1] == 1
-    for r, (cls, _) in enumerate(rows):
-        for c in range(cols):
-            img = originals[r] if c == 0 else draws_out[c - 1][r]
+    for r, cls in enumerate(int(labels[i]) for i in idx):
+        for c, img in enumerate(grid[r]):
             ax = axes[r][c]
             ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if c == 0:
-                name = class_names[cls] if class_names is not None and cls < len(class_names) else ""
                 ax.set_ylabel(f"{cls}", fontsize=7, rotation=0, labelpad=10)
-                if name:
-                    ax.set_title(name[:28], fontsize=4.5)
+                if class_names is not None and cls < len(class_names) and class_names[cls]:
+                    ax.set_title(str(class_names[cls])[:28], fontsize=4.5)
             elif r == 0:
                 ax.set_title(f"draw {c}", fontsize=6)
-    fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); "
-                 "first column: original", fontsize=8)
+    fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); first column: original", fontsize=8)
     fig.tight_layout()
     return save_png(fig, out_png, dpi=110)
