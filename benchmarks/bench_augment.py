@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_augment.py [--data set-48x48-RGB.h5] [--images 4096] [--batch-size 64]
-                                       [--shapes 24x24x1,48x48x3] [--rounds 3] [--configs fidle/batch,...]
+                                       [--shapes 24x24x1,48x48x3] [--rounds 3] [--configs fidle/tf,...]
                                        [--epoch-steps 40] [--skip-epoch]
 
 Part 1, for each shape: augmented images per second of, side by side on the same images with the
@@ -11,9 +11,10 @@ same batch size,
 
 * ``ImageDataGenerator`` (``keras.src.legacy.preprocessing.image``) with the course's settings
   (rotation 10, shifts 0.1, zoom 0.2, shear 0.1, nearest fill), iterated through ``.flow``;
-* this package's pipeline (``tf.data``: gather, augment, float conversion, prefetch) for each
-  path (``auto``, the default, then ``batch``, ``tf``, ``albumentations``) with the ``fidle``
-  preset, and ``strong`` too.
+* this package's training pipeline (``tf.data``: gather, augment, float conversion, prefetch)
+  with the ``fidle`` and ``strong`` presets, in-graph (``tf``) and through
+  :func:`~gtsrb_kit.augment.albumentations_pipeline` (``albumentations``), and without
+  augmentation.
 
 Measurements are interleaved: each of ``--rounds`` rounds times ImageDataGenerator and then
 every config, and each ratio is taken within its round, so both sides of a ratio ran under the
@@ -21,7 +22,7 @@ same load (the machine may be shared); medians and the range of the ratios are p
 load average at the start and the end.
 
 Part 2: time per training step of the default model with ``--augment`` off and on (fidle and
-strong, batch path), with the full training input pipeline; the overhead is the relative
+strong), with the full training input pipeline; the overhead is the relative
 difference.
 
 Images come from ``--data`` (a cooked file; channels converted as needed) or are synthetic.
@@ -121,8 +122,7 @@ def bench_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, round
 
 
 CONFIGS: tuple[tuple[str, str], ...] = (
-    ("fidle", "auto"), ("fidle", "batch"), ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "batch"), ("strong", "tf"),
-    ("strong", "albumentations"), ("none", "batch"),
+    ("fidle", "tf"), ("fidle", "albumentations"), ("strong", "tf"), ("strong", "albumentations"), ("none", "tf"),
 )
 
 
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds (ImageDataGenerator, then every config); medians are shown")
     parser.add_argument("--configs", default=",".join(f"{p}/{q}" for p, q in CONFIGS),
-                        help="preset/path pairs to measure, comma-separated (e.g. fidle/batch)")
+                        help="preset/path pairs to measure, comma-separated (e.g. fidle/tf)")
     parser.add_argument("--epoch-steps", type=int, default=15)
     parser.add_argument("--epoch-shape", default="48x48x3")
     parser.add_argument("--skip-epoch", action="store_true")
