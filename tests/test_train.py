@@ -88,14 +88,17 @@ def test_cli_train_same_seed_same_history(first_run: tuple[Path, dict], cooked: 
         assert ra["loss"] == rb["loss"] and ra["val_accuracy"] == rb["val_accuracy"]
 
 
-def test_train_dataset_pipeline(cooked: Path) -> None:
+def test_training_pipeline_is_the_public_loader(cooked: Path) -> None:
     from gtsrb_kit.augment import Augmenter
-    from gtsrb_kit.store import load_split
-    from gtsrb_kit.train import train_dataset
+    from gtsrb_kit.store import load_split, tf_dataset
 
     x, y = load_split(cooked, "train")
     steps = math.ceil(len(x) / 50)
-    ds = train_dataset(x, y, batch_size=50, seed=3, augmenter=Augmenter("none"), num_classes=43)
+
+    def loader(**kw: object) -> object:
+        return tf_dataset(cooked, "train", batch_size=50, shuffle=True, seed=3, num_classes=43, repeat=True, **kw)
+
+    ds = loader(augmenter=Augmenter("none"))
     assert ds.element_spec[0].shape.as_list() == [None, 24, 24, 3]
     batches = list(ds.take(2 * steps).as_numpy_iterator())
     xb, yb = batches[0]
@@ -109,11 +112,11 @@ def test_train_dataset_pipeline(cooked: Path) -> None:
                        atol=1e-3)
     # starting at epoch 1 reproduces epoch 1 of an uninterrupted run, augmentation included
     aug = Augmenter("fidle", seed=3)
-    full = list(train_dataset(x, y, batch_size=50, seed=3, augmenter=aug, num_classes=43).take(steps + 1)
-                .as_numpy_iterator())
-    resumed = next(train_dataset(x, y, batch_size=50, seed=3, augmenter=aug, num_classes=43, initial_epoch=1)
-                   .as_numpy_iterator())
+    full = list(loader(augmenter=aug).take(steps + 1).as_numpy_iterator())
+    resumed = next(loader(augmenter=aug, initial_epoch=1).as_numpy_iterator())
     assert np.array_equal(full[steps][0], resumed[0]) and np.array_equal(full[steps][1], resumed[1])
+    again = next(loader(augmenter=aug).as_numpy_iterator())  # same seed, same batches
+    assert np.array_equal(full[0][0], again[0]) and np.array_equal(full[0][1], again[1])
 
 
 KILLED = r"""
