@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -217,16 +217,10 @@ class TrainConfig:
 
     def args(self, augmenter: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
         """The settings as recorded in ``config.json`` (compared when resuming)."""
-        return {
-            "data": str(self.data.resolve()), "model": self.model, "augment": augmenter.preset,
-            "augment_path": augmenter.path_for(input_shape),
-            "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
-            "learning_rate": self.learning_rate, "lr_schedule": self.lr_schedule,
-            "early_stopping": self.early_stopping, "devices": self.devices,
-            "mixed_precision": self.mixed_precision, "label_smoothing": float(self.label_smoothing),
-            "weight_decay": float(self.weight_decay), "verbose": self.verbose, "resume": bool(self.resume),
-            "model_options": self.model_options,
-        }
+        args = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "run_dir"}
+        return {**args, "data": str(self.data.resolve()), "augment": augmenter.preset,
+                "augment_path": augmenter.path_for(input_shape), "label_smoothing": float(self.label_smoothing),
+                "weight_decay": float(self.weight_decay), "resume": bool(self.resume)}
 
 
 @dataclass
