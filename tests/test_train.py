@@ -168,23 +168,33 @@ def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 3
 
 
-def test_train_api_errors(cooked: Path, tmp_path: Path, first_run: tuple[Path, dict]) -> None:
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"model": "nope"}, "unknown model 'nope'"),
+    ({"lr_schedule": "zigzag"}, "unknown learning-rate schedule"),
+    ({"augment": "wild"}, "unknown augmentation preset"),
+    ({"model": "v1", "model_options": {"depth": 3}}, r"model 'v1' has no option depth \(its options: none\)"),
+    ({"learning_rate": -1.0}, "learning rate must be positive"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+])
+def test_train_rejects_bad_settings(cooked: Path, tmp_path: Path, settings: dict, message: str) -> None:
     from gtsrb_kit.train import train
 
-    with pytest.raises(ConfigError, match="unknown model 'nope'"):
-        train(cooked, model="nope", run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="unknown learning-rate schedule"):
-        train(cooked, lr_schedule="zigzag", run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="unknown augmentation preset"):
-        train(cooked, augment="wild", run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match=r"model 'v1' has no option depth \(its options: none\)"):
-        train(cooked, model="v1", model_options={"depth": 3}, run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="already holds a training run; pass --resume"):
-        train(cooked, epochs=2, run_dir=first_run[0])
-    with pytest.raises(ConfigError, match=r"cannot resume with different settings \(batch_size"):
-        train(cooked, model="vgg-bn", augment="strong", epochs=2, batch_size=32, run_dir=first_run[0], resume=True,
-              model_options=TINY)
+    with pytest.raises(ConfigError, match=message):
+        train(cooked, run_dir=tmp_path / "x", **settings)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"epochs": 2}, "already holds a training run; pass --resume"),
+    ({"augment": "strong", "epochs": 2, "batch_size": 32, "resume": True, "model_options": TINY},
+     r"cannot resume with different settings \(batch_size"),
+])
+def test_train_refuses_a_conflicting_run_folder(cooked: Path, first_run: tuple[Path, dict], settings: dict,
+                                                message: str) -> None:
+    from gtsrb_kit.train import train
+
+    with pytest.raises(ConfigError, match=message):
+        train(cooked, model="vgg-bn", run_dir=first_run[0], **settings)
 
 
 def test_resume_of_finished_run_returns_its_metrics(first_run: tuple[Path, dict], cooked: Path) -> None:
