@@ -25,7 +25,7 @@ import numpy as np
 
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import sha256_file
-from gtsrb_kit.models import DEFAULT_MODEL, MODELS, build_model
+from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model
 from gtsrb_kit.plotting import plot_curves
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.runs import (
@@ -125,17 +125,6 @@ def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: di
     return RunState()
 
 
-def _check_model_options(model: str, options: dict[str, Any]) -> None:
-    import inspect
-
-    params = inspect.signature(MODELS[model].builder).parameters
-    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"model {model!r} has no option {', '.join(unknown)} "
-                          f"(its options: {', '.join(known) or 'none'})")
-
-
 def _has_tensorboard() -> bool:
     """TensorBoard logging needs the ``tensorboard`` package (not pulled in by tensorflow-cpu)."""
     import importlib.util
@@ -191,9 +180,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = Path(self.data) if self.data is not None else default_data_file()
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)} "
-                              "(see `gtsrb-kit models`)")
+        self.model_options = dict(self.model_options or {})
+        check_model(self.model, self.model_options)
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
@@ -204,8 +192,6 @@ class TrainConfig:
         self.lr_schedule = self.lr_schedule or DEFAULT_SCHEDULE
         if self.early_stopping is not None and int(self.early_stopping) < 1:
             raise ConfigError(f"early stopping patience must be at least 1 epoch, got {self.early_stopping}")
-        self.model_options = dict(self.model_options or {})
-        _check_model_options(self.model, self.model_options)
 
     def resolve(self) -> None:
         """Fill in the defaults that depend on other settings (learning rate, run folder)."""

@@ -72,6 +72,7 @@ def test_run_folder(first_run: tuple[Path, dict], cooked: Path) -> None:
     assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,val_loss")
 
 
+@pytest.mark.slow
 def test_cli_train_same_seed_same_history(first_run: tuple[Path, dict], cooked: Path, tmp_path: Path) -> None:
     """Same arguments through the CLI: identical per-epoch losses (CPU determinism)."""
     from gtsrb_kit.cli import app
@@ -135,6 +136,7 @@ train(sys.argv[1], model="vgg-bn", augment="fidle", epochs=3, batch_size=64, run
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
     """Kill a run (on two logical CPU devices) after epoch 1; resume continues at epoch 2."""
     from gtsrb_kit.train import train
