@@ -110,7 +110,7 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         folder = run_dir / name
         metrics = read_json(folder / METRICS_FILE) or {}
         record = read_json(folder / RUN_FILE) or {}
-        config = read_json(folder / CONFIG_FILE) or {}
+        config = (read_json(folder / CONFIG_FILE) or {}).get("args") or {}  # train's settings
         failed = read_json(folder / FAILED_FILE) or {}
         identity = record.get("identity", {})
         settings = dict(identity.get("settings", {}))
