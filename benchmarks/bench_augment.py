@@ -80,10 +80,10 @@ def bench_idg(x: np.ndarray, y: np.ndarray, batch_size: int, min_seconds: float)
 def bench_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, preset: str, path: str,
                    min_seconds: float) -> float:
     from gtsrb_kit.augment import Augmenter
-    from gtsrb_kit.train import train_dataset
+    from gtsrb_kit.store import array_dataset
 
-    ds = train_dataset(x, y, batch_size=batch_size, seed=0, augmenter=Augmenter(preset, path=path, seed=0),
-                       num_classes=43)
+    ds = array_dataset(x, y, batch_size=batch_size, shuffle=True, seed=0, repeat=True,
+                       augmenter=Augmenter(preset, path=path, seed=0), num_classes=43)
     it = iter(ds)
     for _ in range(3):
         next(it)
@@ -103,13 +103,13 @@ def bench_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, round
 
     from gtsrb_kit.augment import Augmenter
     from gtsrb_kit.models import DEFAULT_MODEL, build_model
-    from gtsrb_kit.train import train_dataset
+    from gtsrb_kit.store import array_dataset
 
     keras.utils.set_random_seed(0)
     model = build_model(DEFAULT_MODEL, x.shape[1:])
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    iters = {p: iter(train_dataset(x, y, batch_size=batch_size, seed=0, augmenter=Augmenter(p, seed=0),
-                                   num_classes=43)) for p in ("none", "fidle", "strong")}
+    iters = {p: iter(array_dataset(x, y, batch_size=batch_size, shuffle=True, seed=0, repeat=True,
+                                   augmenter=Augmenter(p, seed=0), num_classes=43)) for p in ("none", "fidle", "strong")}
     best = {p: float("inf") for p in iters}
     model.train_on_batch(*next(iters["none"]))  # trace once
     for _ in range(rounds):

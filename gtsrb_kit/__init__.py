@@ -72,7 +72,7 @@ _EXPORTS: dict[str, str] = {
     "plan_from_dict": "gtsrb_kit.sweep",
     "run_sweep": "gtsrb_kit.sweep",
     "prepare_datasets": "gtsrb_kit.sweep",
-    "run_status": "gtsrb_kit.sweep",
+    "run_status": "gtsrb_kit.runs",
     "write_slurm_script": "gtsrb_kit.slurm",
     "write_report": "gtsrb_kit.report",
     "collect_runs": "gtsrb_kit.report",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,9 @@ import numpy as np
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import pyplot, save_png
+from gtsrb_kit.runs import CONFIG_FILE, read_json, read_keras_metadata, write_json
+
+_NO_MODEL = "no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)"
 
 
 def read_preprocessing(model_path: str | Path) -> dict[str, Any]:
@@ -34,22 +36,15 @@ def read_preprocessing(model_path: str | Path) -> dict[str, Any]:
     Raises:
         DataError: the model file is missing or carries no preprocessing record.
     """
-    from gtsrb_kit.train import read_keras_metadata
-
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise DataError(f"{model_path}: no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)")
+        raise DataError(f"{model_path}: {_NO_MODEL}")
     meta = read_keras_metadata(model_path)
     if meta and meta.get("size") and meta.get("mode"):
         return {k: meta[k] for k in ("size", "mode", "roi", "input_shape", "class_names", "model") if k in meta}
-    config = model_path.parent / "config.json"
-    if config.is_file():
-        try:
-            pre = json.loads(config.read_text()).get("preprocessing")
-        except (OSError, json.JSONDecodeError):
-            pre = None
-        if pre and pre.get("size") and pre.get("mode"):
-            return pre
+    pre = (read_json(model_path.parent / CONFIG_FILE) or {}).get("preprocessing")
+    if pre and pre.get("size") and pre.get("mode"):
+        return pre
     raise DataError(f"{model_path}: no preprocessing record (not written by gtsrb-kit train, and no config.json "
                     "beside it); use a model from a gtsrb-kit run folder")
 
@@ -60,7 +55,7 @@ def load_model(model_path: str | Path) -> Any:
 
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise DataError(f"{model_path}: no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)")
+        raise DataError(f"{model_path}: {_NO_MODEL}")
     try:
         return keras.models.load_model(model_path)
     except Exception as exc:  # keras raises ValueError/OSError/zip errors
@@ -68,11 +63,45 @@ def load_model(model_path: str | Path) -> Any:
                         "pass a .keras file written by gtsrb-kit train") from None
 
 
-def _predict_probs(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    from gtsrb_kit.train import eval_dataset
+def predict_probs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of ``uint8`` images, through the loader training uses (no shuffling)."""
+    from gtsrb_kit.store import array_dataset
 
-    ds = eval_dataset(x, None, batch_size=batch_size, num_classes=int(model.output_shape[-1]))
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    return np.asarray(model.predict(array_dataset(x, batch_size=batch_size), verbose=0), dtype=np.float64)
+
+
+def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support of every class (``nan``-free: 0 where undefined)."""
+    rows = []
+    for cls, name in enumerate(class_names):
+        tp = int(np.sum((y_pred == cls) & (y_true == cls)))
+        predicted = int(np.sum(y_pred == cls))
+        support = int(np.sum(y_true == cls))
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class_id": cls, "name": name, "precision": round(precision, 6), "recall": round(recall, 6),
+                     "f1": round(f1, 6), "support": support})
+    return rows
+
+
+def split_scores(model: Any, data: str | Path, split: str = "test", batch_size: int = 256,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Images, labels, predicted probabilities and class names of one split of a cooked file.
+
+    Raises:
+        DataError: missing/foreign file, or images that do not fit the model.
+    """
+    from gtsrb_kit.store import load_split, read_info
+
+    info = read_info(data)
+    x, y = load_split(data, split)
+    expected = tuple(int(v) for v in model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise DataError(f"{data}: images are {tuple(x.shape[1:])} but the model expects {expected}; "
+                        "evaluate on a file cooked with the model's size and mode")
+    names = [str(n) for n in (info.get("class_names") or [])] or [str(i) for i in range(model.output_shape[-1])]
+    return x, y, predict_probs(model, x, batch_size), names
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -156,19 +185,8 @@ def evaluate(
     Raises:
         DataError: missing/foreign files, or a data file whose images do not fit the model.
     """
-    from gtsrb_kit.store import load_split, read_info
-    from gtsrb_kit.train import _write_json, per_class_report
-
     model_path, data = Path(model_path), Path(data)
-    info = read_info(data)
-    model = load_model(model_path)
-    x, y = load_split(data, split)
-    expected = tuple(int(v) for v in model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise DataError(f"{data}: images are {tuple(x.shape[1:])} but {model_path.name} expects {expected}; "
-                        "evaluate on a file cooked with the model's size and mode")
-    names = [str(n) for n in (info.get("class_names") or [])] or [str(i) for i in range(model.output_shape[-1])]
-    probs = _predict_probs(model, x, batch_size)
+    x, y, probs, names = split_scores(load_model(model_path), data, split, batch_size)
     y_pred = probs.argmax(axis=1)
     num_classes = int(probs.shape[1])
     out = Path(out_dir) if out_dir is not None else model_path.parent / f"eval-{data.stem}-{split}"
@@ -193,7 +211,7 @@ def evaluate(
         "model": str(model_path), "data": str(data), "split": split, "accuracy": round(accuracy, 6),
         "count": int(len(y)), "errors": int(np.sum(y_pred != y)), "per_class": per_class, "files": files,
     }
-    _write_json(out / "evaluation.json", result)
+    write_json(out / "evaluation.json", result)
     return result
 
 
@@ -267,7 +285,7 @@ def predict(
     if tuple(x.shape[1:]) != expected:
         raise DataError(f"{model_path}: expects {expected} inputs but its preprocessing record gives "
                         f"{tuple(x.shape[1:])}; the model file and its record disagree")
-    probs = _predict_probs(model, x, batch_size)
+    probs = predict_probs(model, x, batch_size)
     results = []
     for path, p in zip(images, probs):
         order = np.argsort(-p, kind="stable")[:top_k]

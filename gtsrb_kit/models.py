@@ -184,6 +184,24 @@ def list_models() -> list[tuple[str, str]]:
     return [(spec.name, spec.description) for spec in MODELS.values()]
 
 
+def check_model(name: str, options: dict[str, Any] | None = None) -> None:
+    """Check a model name and builder options.
+
+    Raises:
+        ConfigError: unknown model, or an option its builder does not take.
+    """
+    import inspect
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} (see `gtsrb-kit models`)")
+    params = inspect.signature(MODELS[name].builder).parameters
+    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option {', '.join(unknown)} "
+                          f"(its options: {', '.join(known) or 'none'})")
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int = NUM_CLASSES, **kw: Any) -> Any:
     """Build an uncompiled Keras model from the registry.
 
@@ -199,8 +217,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int =
     Raises:
         ConfigError: Unknown model name, unusable input shape or builder option.
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} (see `gtsrb-kit models`)")
+    check_model(name)
     shape = _check_shape(input_shape)
     import keras
     from keras import layers

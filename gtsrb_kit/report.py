@@ -15,9 +15,7 @@ report over a partial sweep shows the missing runs as pending, running, interrup
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -26,10 +24,11 @@ from typing import Any
 
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import write_text_atomic
-from gtsrb_kit.plotting import pyplot, save_png
-from gtsrb_kit.sweep import (
-    CHECKPOINT_FILE, FAILED_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, file_lock,
-    read_json, run_status,
+from gtsrb_kit.plotting import plot_curves, pyplot, save_png
+from gtsrb_kit.store import enhanced_filename
+from gtsrb_kit.runs import (
+    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FAILED_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, file_lock,
+    read_history, read_json, run_status, write_json,
 )
 
 REPORT_FORMAT = "gtsrb-kit-report/1"
@@ -39,7 +38,7 @@ CHARTS_DIR = "charts"
 ACCURACY_PNG = "accuracy.png"
 CURVES_PNG = "learning_curves.png"
 _REPORT_LOCK = ".report.lock"
-_RUN_MARKERS = (METRICS_FILE, RUN_FILE, CHECKPOINT_FILE, FAILED_FILE, "config.json", "history.csv")
+_RUN_MARKERS = (METRICS_FILE, RUN_FILE, CHECKPOINT_FILE, FAILED_FILE, CONFIG_FILE, "history.csv")
 
 #: Columns of a report row, in table order.
 ROW_FIELDS: tuple[str, ...] = (
@@ -91,8 +90,8 @@ def _planned_dataset_paths(run_dir: Path) -> dict[str, str]:
         if "path" in d:
             out[Path(d["path"]).stem] = d["path"]
         elif {"size", "mode", "out"} <= set(d):
-            stem = f"set-{d['size']}x{d['size']}-{d['mode']}{'-roi' if d.get('roi') else ''}"
-            out[stem] = str(Path(d["out"]) / f"{stem}.h5")
+            name = enhanced_filename(d["size"], d["mode"], bool(d.get("roi")))
+            out[Path(name).stem] = str(Path(d["out"]) / name)
     return out
 
 
@@ -111,7 +110,7 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         folder = run_dir / name
         metrics = read_json(folder / METRICS_FILE) or {}
         record = read_json(folder / RUN_FILE) or {}
-        config = read_json(folder / "config.json") or {}
+        config = (read_json(folder / CONFIG_FILE) or {}).get("args") or {}  # train's settings
         failed = read_json(folder / FAILED_FILE) or {}
         identity = record.get("identity", {})
         settings = dict(identity.get("settings", {}))
@@ -131,7 +130,7 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             dataset = Path(str(data_path)).stem
         if data_path is None and dataset in datasets:
             data_path = datasets[dataset]
-        model_file = folder / "best.keras"
+        model_file = folder / BEST_FILE
         rows.append({
             "run": name,
             "status": status,
@@ -196,10 +195,6 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def _dump(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str) + "\n"
-
-
 def update_report_json(run_dir: str | os.PathLike[str]) -> Path:
     """Rebuild ``RUN_DIR/report.json`` from disk and write it atomically, under a lock.
 
@@ -210,9 +205,7 @@ def update_report_json(run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     with file_lock(run_dir / _REPORT_LOCK):
         report = build_report(run_dir)
-        target = run_dir / REPORT_JSON
-        write_text_atomic(target, _dump(report))
-    return target
+        return write_json(run_dir / REPORT_JSON, report)
 
 
 def runs_frame(run_dir: str | os.PathLike[str]) -> Any:
@@ -223,44 +216,7 @@ def runs_frame(run_dir: str | os.PathLike[str]) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# History and charts
-
-
-def read_history(folder: str | os.PathLike[str]) -> dict[str, list[float]]:
-    """Per-epoch metrics of a run (``history.csv``, else ``history.json``) as column -> values."""
-    folder = Path(folder)
-    path = folder / "history.csv"
-    if path.is_file():
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-        except OSError:
-            rows = []
-        out: dict[str, list[float]] = {}
-        for row in rows:
-            for key, value in row.items():
-                if key is None:
-                    continue
-                try:
-                    out.setdefault(key, []).append(float(value))
-                except (TypeError, ValueError):
-                    out.setdefault(key, []).append(float("nan"))
-        if out:
-            return out
-    try:
-        data = json.loads((folder / "history.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, list):  # one dict per epoch
-        keys = list(dict.fromkeys(k for row in data if isinstance(row, dict) for k in row))
-        return {k: [float(row.get(k, float("nan"))) if isinstance(row.get(k), (int, float)) else float("nan")
-                    for row in data if isinstance(row, dict)] for k in keys}
-    if isinstance(data, dict):
-        hist = data.get("history", data)
-        if isinstance(hist, dict):
-            return {k: [float(x) for x in v] for k, v in hist.items()
-                    if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)}
-    return {}
+# Charts
 
 
 def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float | None]]]:
@@ -330,27 +286,8 @@ def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: 
     histories = {k: v for k, v in histories.items() if v.get("val_accuracy") or v.get("accuracy")}
     if not histories:
         return None
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (name, hist) in enumerate(histories.items()):
-        color = colors[k % len(colors)]
-        for key, style, label in (("val_accuracy", "-", name), ("accuracy", "--", None)):
-            values = hist.get(key)
-            if values:
-                epochs = hist["epoch"] if len(hist.get("epoch", [])) == len(values) else list(range(1, len(values) + 1))
-                ax.plot(epochs, values, style, color=color, label=label, marker="o", markersize=3)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.set_title("Learning curves of the best runs (solid: validation, dashed: training)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return save_png(fig, out)
+    return plot_curves(histories, out, keys=("accuracy",),
+                       title="Learning curves of the best runs (solid: validation, dashed: training)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -395,73 +395,6 @@ def open_enhanced(path: str | Path) -> EnhancedFile:
     return EnhancedFile(path)
 
 
-def _batches(
-    path: Path,
-    split: str,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    epoch: int,
-    normalize: bool,
-    drop_remainder: bool,
-    cached: tuple[np.ndarray, np.ndarray] | None,
-    window_blocks: int = 8,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield numpy batches of one epoch.
-
-    Without a cache, images are read block by block (one HDF5 chunk per block). Shuffling then
-    permutes the block order and mixes ``window_blocks`` blocks at a time, so memory stays bounded
-    whatever the file size; with a cache the whole split is permuted.
-    """
-    rng = np.random.default_rng([seed, epoch]) if shuffle else None
-
-    def emit(x: np.ndarray, y: np.ndarray, carry: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if carry:
-            x = np.concatenate([carry[0], x])
-            y = np.concatenate([carry[1], y])
-            carry.clear()
-        n_full = len(x) // batch_size * batch_size
-        for start in range(0, n_full, batch_size):
-            xb = x[start:start + batch_size]
-            yield (_normalize(xb) if normalize else xb), y[start:start + batch_size]
-        if n_full < len(x):
-            carry.extend([x[n_full:], y[n_full:]])
-
-    carry: list = []
-    if cached is not None:
-        x_all, y_all = cached
-        order = rng.permutation(len(x_all)) if rng is not None else None
-        if order is None:
-            yield from emit(x_all, y_all, carry)
-        else:
-            for start in range(0, len(order), batch_size * 64):
-                part = order[start:start + batch_size * 64]
-                yield from emit(x_all[part], y_all[part], carry)
-    else:
-        with _open(path) as handle:
-            ds = _x_dataset(handle, split)
-            labels = _read_labels(handle, split)
-            n = ds.shape[0]
-            block = ds.chunks[0] if ds.chunks else CHUNK_IMAGES
-            starts = np.arange(0, n, block)
-            if rng is not None:
-                starts = rng.permutation(starts)
-            for w in range(0, len(starts), window_blocks):
-                group = starts[w:w + window_blocks]
-                xs = [ds[s:s + block] for s in group]
-                ys = [labels[s:s + block] for s in group]
-                x = np.concatenate(xs) if len(xs) > 1 else xs[0]
-                y = np.concatenate(ys) if len(ys) > 1 else ys[0]
-                if rng is not None:
-                    perm = rng.permutation(len(x))
-                    x, y = x[perm], y[perm]
-                yield from emit(x, y, carry)
-    if carry and not drop_remainder:
-        x, y = carry
-        yield (_normalize(x) if normalize else x), y
-
-
 def tf_dataset(
     path: str | Path,
     split: str,
@@ -473,13 +406,19 @@ def tf_dataset(
     prefetch: bool = True,
     normalize: bool = True,
     drop_remainder: bool = False,
-):
-    """A ``tf.data.Dataset`` of ``(images, labels)`` batches read lazily from a cooked file.
+    augmenter: Any = None,
+    num_classes: int | None = None,
+    repeat: bool = False,
+    initial_epoch: int = 0,
+) -> Any:
+    """A ``tf.data.Dataset`` of ``(images, labels)`` batches of one split: the pipeline training uses.
 
-    Each iteration over the dataset is one epoch; with ``shuffle`` every epoch has its own order,
-    and the sequence of orders depends only on ``seed``. Without ``cache`` the file is read one
-    HDF5 chunk at a time (files larger than memory work; shuffling mixes 8 chunks at a time);
-    with ``cache`` the split is loaded into memory once and fully shuffled.
+    The split is loaded into memory (cooked files are small). With ``shuffle``, epoch ``e`` is the
+    permutation drawn from ``(seed, e)``; with an ``augmenter`` (see :mod:`gtsrb_kit.augment`),
+    batch ``k`` of the run (counted over epochs) gets the augmentation draws of ``(seed, k)``. So
+    the same seed gives the same batches, and a run resumed at ``initial_epoch`` sees the same
+    batches as an uninterrupted one. Without ``repeat``, each iteration over the dataset is the
+    next epoch.
 
     Args:
         path: A ``set-*.h5`` file.
@@ -487,39 +426,65 @@ def tf_dataset(
         batch_size: Images per batch.
         shuffle: Shuffle every epoch (seeded).
         seed: Seed of the shuffling.
-        cache: Load the split into memory first.
+        cache: Kept for compatibility: the split is always held in memory.
         prefetch: Prefetch batches (``tf.data.AUTOTUNE``).
         normalize: ``float32`` pixels in [0, 1]; else ``uint8``.
         drop_remainder: Drop the last incomplete batch.
+        augmenter: An :class:`~gtsrb_kit.augment.Augmenter` applied to every batch.
+        num_classes: Give one-hot ``float32`` labels of this many classes instead of ``int64`` ids.
+        repeat: Endless: epochs follow each other in one iteration.
+        initial_epoch: The first epoch's number (for resuming).
 
     Returns:
         A ``tf.data.Dataset`` yielding ``(x, y)``: ``x`` ``(B, H, W, C)`` float32 (or uint8),
-        ``y`` ``(B,)`` int64.
+        ``y`` ``(B,)`` int64 (or ``(B, num_classes)`` float32).
     """
-    import tensorflow as tf  # lazy: TensorFlow is heavy
-
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    path = Path(path)
-    with _open(path) as handle:
-        ds = _x_dataset(handle, split)
-        shape = tuple(int(d) for d in ds.shape[1:])
-    cached = load_split(path, split) if cache else None
-    epochs = iter(range(1 << 62))
+    x, y = load_split(path, split)
+    return array_dataset(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, prefetch=prefetch,
+                         normalize=normalize, drop_remainder=drop_remainder, augmenter=augmenter,
+                         num_classes=num_classes, repeat=repeat, initial_epoch=initial_epoch)
 
-    def generator() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        yield from _batches(
-            path, split, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=next(epochs),
-            normalize=normalize, drop_remainder=drop_remainder, cached=cached,
-        )
 
-    batch_dim = batch_size if drop_remainder else None
-    signature = (
-        tf.TensorSpec((batch_dim, *shape), tf.float32 if normalize else tf.uint8),
-        tf.TensorSpec((batch_dim,), tf.int64),
-    )
-    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-    if prefetch:
-        dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    return dataset
+def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 64, shuffle: bool = False,
+                  seed: int = 0, prefetch: bool = True, normalize: bool = True, drop_remainder: bool = False,
+                  augmenter: Any = None, num_classes: int | None = None, repeat: bool = False,
+                  initial_epoch: int = 0) -> Any:
+    """:func:`tf_dataset` over images already in memory (``y=None``: labels are all 0)."""
+    import tensorflow as tf  # lazy: TensorFlow is heavy
 
+    y = np.zeros(len(x), np.int32) if y is None else y
+
+    n = int(len(x))
+    steps = n // batch_size if drop_remainder else -(-n // batch_size)
+    images, labels = tf.constant(x), tf.constant(np.asarray(y, dtype=np.int32))
+
+    def epoch_batches(epoch: Any) -> Any:
+        if shuffle:
+            keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            order = tf.argsort(keys)
+        else:
+            order = tf.range(n)
+        counters = tf.data.Dataset.range(steps).map(lambda b: epoch * steps + b)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        return tf.data.Dataset.zip((counters, batches))
+
+    if repeat:
+        epochs = tf.data.Dataset.range(initial_epoch, 2**40)
+    else:  # one epoch per iteration, numbered on from initial_epoch
+        counter = iter(range(initial_epoch, 2**62))
+        epochs = tf.data.Dataset.from_generator(lambda: iter([next(counter)]),
+                                                output_signature=tf.TensorSpec((), tf.int64))
+    ds = epochs.flat_map(epoch_batches).map(lambda k, idx: (k, tf.gather(images, idx), tf.gather(labels, idx)),
+                                            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = augmenter.map_dataset(ds) if augmenter is not None else ds.map(lambda k, xb, yb: (xb, yb))
+
+    def finish(xb: Any, yb: Any) -> tuple[Any, Any]:
+        xb = tf.cast(xb, tf.float32) / 255.0 if normalize else xb
+        return xb, (tf.one_hot(yb, num_classes) if num_classes else tf.cast(yb, tf.int64))
+
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    if not repeat:  # the generator hides the length from Keras
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds

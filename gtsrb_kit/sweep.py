@@ -50,18 +50,10 @@ from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.paths import default_root
 from gtsrb_kit.progress import ProgressCallback
 
-try:  # POSIX only; elsewhere locks are no-ops (one process at a time is then up to the user)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-PLAN_FILE = "plan.json"
-RUN_FILE = "run.json"
-FAILED_FILE = "failed.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = "last.keras"
-LOCK_FILE = ".run.lock"
-REPORT_JSON = "report.json"
+from gtsrb_kit.runs import (  # noqa: F401 - the run-folder contract, re-exported
+    CHECKPOINT_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, file_lock, is_locked,
+    read_json, run_status,
+)
 
 #: Keys of a plan file's top level.
 PLAN_KEYS = ("name", "description", "datasets", "models", "augment", "cook", "train", "runs")
@@ -563,85 +555,6 @@ def _augment_presets() -> list[str] | None:
             return list(fn())
     presets = getattr(augment_module, "PRESETS", None)
     return list(presets) if presets else None
-
-
-# ----------------------------------------------------------------------------------------------
-# Locks and run status
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[bool]:
-    """Hold an exclusive advisory lock (``flock``) on ``path`` while the block runs.
-
-    Works between processes on one machine and, where the file system supports it (NFS v4,
-    Lustre with ``flock``), between cluster nodes. Yields ``True`` when the lock is held;
-    with ``blocking=False`` yields ``False`` at once when another process holds it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        if fcntl is None:  # pragma: no cover - Windows
-            yield True
-            return
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(fh.fileno(), flags)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def is_locked(path: str | os.PathLike[str]) -> bool:
-    """True when another process holds :func:`file_lock` on ``path`` right now."""
-    path = Path(path)
-    if fcntl is None or not path.exists():
-        return False
-    try:
-        # read-write: on NFS an exclusive lock needs a writable descriptor
-        with open(path, "r+b") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    except OSError:  # not ours to lock (read-only copy of a sweep): nobody is training there
-        return False
-    return False
-
-
-def run_status(folder: str | os.PathLike[str]) -> str:
-    """State of one run folder.
-
-    Returns:
-        ``"done"`` (metrics.json), ``"running"`` (a process holds its lock), ``"failed"``
-        (failed.json), ``"interrupted"`` (a checkpoint but no metrics), ``"started"`` (the folder
-        exists but holds no checkpoint yet) or ``"pending"`` (no folder).
-    """
-    folder = Path(folder)
-    if (folder / METRICS_FILE).is_file():
-        return "done"
-    if not folder.is_dir():
-        return "pending"
-    if is_locked(folder / LOCK_FILE):
-        return "running"
-    if (folder / FAILED_FILE).is_file():
-        return "failed"
-    if (folder / CHECKPOINT_FILE).is_file():
-        return "interrupted"
-    return "started"
-
-
-def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A JSON object from a file, or ``None`` when the file is missing or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _dump(data: Any) -> str:

@@ -8,47 +8,33 @@ What the course did differently, on purpose:
 * ``last.keras`` (with the optimizer state) is written atomically after every epoch, so a killed
   run continues with ``resume=True`` from the last completed epoch.
 
-Run folder (``run_dir``)::
-
-    config.json          every argument + the data's size/mode/roi/class names (for predict)
-    best.keras           best validation accuracy so far (preprocessing embedded, see evaluate)
-    last.keras           last completed epoch, with optimizer state and run state (for resume)
-    state.json           epochs done, best epoch, history so far (human-readable copy)
-    history.csv/.json    per-epoch loss, accuracy, val_loss, val_accuracy, learning rate, seconds
-    learning_curves.png  loss and accuracy curves
-    metrics.json         written last: test accuracy, per-class precision/recall, ... (finished runs)
-    tb/                  TensorBoard logs
-
-The input pipeline: the whole split sits in memory (cooked files are small: 13 k images of
-48x48x3 are 90 MB); each epoch draws a seeded permutation ``(seed, epoch)``, gathers batches,
-augments each batch with one seeded call (see :mod:`gtsrb_kit.augment`) in a parallel map,
-converts to ``float32`` in [0, 1] and prefetches. Same seed, same batches, same augmentations.
+The run folder's files are described in :mod:`gtsrb_kit.runs`; the input pipeline is
+:func:`gtsrb_kit.store.tf_dataset`, the final test :func:`gtsrb_kit.evaluate.split_scores`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
 import platform
 import time
-import zipfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gtsrb_kit.errors import ConfigError, DataError
-from gtsrb_kit.fileio import sha256_file, write_text_atomic
-from gtsrb_kit.plotting import pyplot, save_png
-from gtsrb_kit.models import DEFAULT_MODEL, MODELS, build_model
+from gtsrb_kit.fileio import sha256_file
+from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model
+from gtsrb_kit.plotting import plot_curves
 from gtsrb_kit.progress import ProgressCallback, report
+from gtsrb_kit.runs import (
+    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STATE_FILE, read_history, read_json, read_keras_metadata,
+    save_keras_atomic, write_history, write_json,
+)
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "onecycle")
 DEFAULT_SCHEDULE = "cosine"
-METADATA_NAME = "gtsrb_kit.json"  # extra member of the .keras zip: preprocessing + run state
 # arguments that may differ between a run and its resumption
 _RESUME_FREE = {"verbose", "devices", "mixed_precision", "early_stopping", "resume"}
 
@@ -72,115 +58,6 @@ def default_learning_rate(model: str) -> float:
     return 3e-3 if model in ("vgg-bn", "resnet-small", "v3-bn") else 1e-3
 
 
-# --------------------------------------------------------------------------- .keras metadata
-
-def save_keras_atomic(model: Any, path: Path, metadata: dict[str, Any]) -> None:
-    """``model.save`` to a temporary ``.keras`` beside ``path``, embed ``metadata``, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as zf:
-            zf.writestr(METADATA_NAME, json.dumps(metadata, indent=1, default=_json_default))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def read_keras_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The gtsrb-kit metadata embedded in a ``.keras`` file, or ``None`` if it has none."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if METADATA_NAME not in zf.namelist():
-                return None
-            return json.loads(zf.read(METADATA_NAME))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError):
-        return None
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.ndarray,)):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-# --------------------------------------------------------------------------- data
-
-def _load_data(data: Path) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    from gtsrb_kit.store import load_split, read_info
-
-    info = read_info(data)
-    splits = {}
-    for split in ("train", "val", "test"):
-        if split not in info["splits"] or info["splits"][split]["count"] == 0:
-            if split == "val":
-                raise DataError(f"{data}: has no validation images; re-cook it with --val-fraction > 0 "
-                                "(the best checkpoint is chosen on validation accuracy)")
-            raise DataError(f"{data}: has no {split} images; re-cook it with 'gtsrb-kit cook'")
-        splits[split] = load_split(data, split)
-    return info, splits
-
-
-def _num_classes(info: dict[str, Any]) -> int:
-    names = info.get("class_names")
-    return len(names) if isinstance(names, list) and names else 43
-
-
-def train_dataset(
-    x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, augmenter: Any, num_classes: int,
-    initial_epoch: int = 0,
-) -> Any:
-    """The endless training ``tf.data`` pipeline, starting at ``initial_epoch``.
-
-    Yields ``(float32 images in [0, 1], one-hot labels)``; epoch ``e`` uses the permutation drawn
-    from ``(seed, e)`` and batch ``k`` of the run (counted over epochs) the augmentation draws of
-    ``(seed, k)``, so a resumed run sees the same batches as an uninterrupted one.
-    """
-    import tensorflow as tf
-
-    n = int(len(x))
-    steps = math.ceil(n / batch_size)
-    images = tf.constant(x)
-    labels = tf.constant(np.asarray(y, dtype=np.int32))
-
-    def epoch_batches(epoch: Any) -> Any:
-        keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        order = tf.argsort(keys)
-        counters = tf.data.Dataset.range(steps).map(lambda b: epoch * steps + b)
-        return tf.data.Dataset.zip((counters, tf.data.Dataset.from_tensor_slices(order).batch(batch_size)))
-
-    ds = tf.data.Dataset.range(initial_epoch, 2**40).flat_map(epoch_batches)
-    ds = ds.map(lambda k, idx: (k, tf.gather(images, idx), tf.gather(labels, idx)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    ds = augmenter.map_dataset(ds)
-    ds = ds.map(lambda xb, yb: (tf.cast(xb, tf.float32) / 255.0, tf.one_hot(yb, num_classes)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def eval_dataset(x: np.ndarray, y: np.ndarray | None, *, batch_size: int, num_classes: int) -> Any:
-    """Batches of ``float32`` images in [0, 1] (and one-hot labels when ``y`` is given), in order."""
-    import tensorflow as tf
-
-    if y is None:
-        ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
-        return ds.map(lambda xb: tf.cast(xb, tf.float32) / 255.0).prefetch(tf.data.AUTOTUNE)
-    ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, dtype=np.int32))).batch(batch_size)
-    return ds.map(lambda xb, yb: (tf.cast(xb, tf.float32) / 255.0, tf.one_hot(yb, num_classes))).prefetch(
-        tf.data.AUTOTUNE)
-
-
 def _schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int) -> Any:
     import keras
 
@@ -196,23 +73,6 @@ def _schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int) -> A
         lr / 25, decay_steps=max(1, total_steps - warmup), alpha=1e-3, warmup_target=lr, warmup_steps=warmup)
 
 
-# --------------------------------------------------------------------------- metrics
-
-def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> list[dict[str, Any]]:
-    """Precision, recall, F1 and support of every class (``nan``-free: 0 where undefined)."""
-    rows = []
-    for cls, name in enumerate(class_names):
-        tp = int(np.sum((y_pred == cls) & (y_true == cls)))
-        predicted = int(np.sum(y_pred == cls))
-        support = int(np.sum(y_true == cls))
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class_id": cls, "name": name, "precision": round(precision, 6), "recall": round(recall, 6),
-                     "f1": round(f1, 6), "support": support})
-    return rows
-
-
 def versions() -> dict[str, str]:
     """Versions of the software that matters for reproducing a run."""
     import importlib.metadata as md
@@ -226,40 +86,6 @@ def versions() -> dict[str, str]:
             continue
     return out
 
-
-def plot_learning_curves(history: list[dict[str, Any]], out_png: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch (training and validation) as a PNG."""
-    plt = pyplot()
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, [h.get(key) for h in history], "o-", label=f"train {key}")
-        ax.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", label=f"validation {key}")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_png(fig, out_png)
-
-
-def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    _write_json(run_dir / "history.json", history)
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    write_text_atomic(run_dir / "history.csv", buf.getvalue())
-
-
-# --------------------------------------------------------------------------- the trainer
 
 def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: dict[str, Any], *, epochs: int,
                          early_stopping: int | None, progress: ProgressCallback | None) -> Any:
@@ -286,28 +112,17 @@ def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: di
             if val > state["best_val_accuracy"]:
                 state["best_val_accuracy"] = val
                 state["best_epoch"] = epoch + 1
-                save_keras_atomic(self.model, run_dir / "best.keras",
+                save_keras_atomic(self.model, run_dir / BEST_FILE,
                                   {**preprocessing, "epoch": epoch + 1, "val_accuracy": val})
-            save_keras_atomic(self.model, run_dir / "last.keras", {**preprocessing, "state": state})
-            _write_json(run_dir / "state.json", state)
-            _write_history(run_dir, state["history"])
+            save_keras_atomic(self.model, run_dir / CHECKPOINT_FILE, {**preprocessing, "state": state})
+            write_json(run_dir / STATE_FILE, state)
+            write_history(run_dir, state["history"])
             if early_stopping and epoch + 1 - state["best_epoch"] >= early_stopping:
                 state["stopped_early"] = True
                 self.model.stop_training = True
             report(progress, "train", epoch + 1, epochs)
 
     return RunState()
-
-
-def _check_model_options(model: str, options: dict[str, Any]) -> None:
-    import inspect
-
-    params = inspect.signature(MODELS[model].builder).parameters
-    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"model {model!r} has no option {', '.join(unknown)} "
-                          f"(its options: {', '.join(known) or 'none'})")
 
 
 def _has_tensorboard() -> bool:
@@ -319,18 +134,17 @@ def _has_tensorboard() -> bool:
 
 def _check_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """Validate the run folder; returns the previous config when resuming one."""
-    existing = run_dir / "config.json"
+    existing = run_dir / CONFIG_FILE
     if not existing.is_file():
-        if (run_dir / "last.keras").exists() or (run_dir / "metrics.json").exists():
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / METRICS_FILE).exists():
             raise ConfigError(f"{run_dir}: holds run files but no config.json; choose another --run-dir")
         return None
     if not resume:
         raise ConfigError(f"{run_dir}: already holds a training run; pass --resume to continue it, "
                           "or choose another --run-dir")
-    try:
-        old = json.loads(existing.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{existing}: unreadable; delete the run folder and start again") from None
+    old = read_json(existing)
+    if old is None:
+        raise ConfigError(f"{existing}: unreadable; delete the run folder and start again")
     old_args, new_args = old.get("args", {}), config["args"]
     diff = sorted(k for k in set(old_args) | set(new_args)
                   if k not in _RESUME_FREE and old_args.get(k) != new_args.get(k))
@@ -339,6 +153,181 @@ def _check_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> dict[
         raise ConfigError(f"{run_dir}: cannot resume with different settings ({details}); "
                           "use the original ones or another --run-dir")
     return old
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run (see :func:`train` for their meaning); validated on creation."""
+
+    data: Path = field(default_factory=default_data_file)
+    model: str = DEFAULT_MODEL
+    augment: Any = "none"
+    epochs: int = 10
+    batch_size: int = 64
+    run_dir: Path | None = None
+    seed: int = 0
+    resume: bool = False
+    learning_rate: float | None = None
+    early_stopping: int | None = None
+    lr_schedule: str | None = None
+    devices: str | None = None
+    mixed_precision: str = "auto"
+    verbose: int = 1
+    augment_path: str = "auto"
+    label_smoothing: float = 0.1
+    weight_decay: float = 1e-4
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data) if self.data is not None else default_data_file()
+        self.model_options = dict(self.model_options or {})
+        check_model(self.model, self.model_options)
+        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if (self.lr_schedule or DEFAULT_SCHEDULE) not in SCHEDULES:
+            raise ConfigError(f"unknown learning-rate schedule {self.lr_schedule!r}; use one of {', '.join(SCHEDULES)}")
+        self.lr_schedule = self.lr_schedule or DEFAULT_SCHEDULE
+        if self.early_stopping is not None and int(self.early_stopping) < 1:
+            raise ConfigError(f"early stopping patience must be at least 1 epoch, got {self.early_stopping}")
+
+    def resolve(self) -> None:
+        """Fill in the defaults that depend on other settings (learning rate, run folder)."""
+        given = self.learning_rate
+        self.learning_rate = float(given) if given is not None else default_learning_rate(self.model)
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning rate must be positive, got {given}")
+        self.run_dir = Path(self.run_dir) if self.run_dir is not None else default_run_dir_for(self.model, self.data)
+
+    def args(self, augmenter: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The settings as recorded in ``config.json`` (compared when resuming)."""
+        args = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "run_dir"}
+        return {**args, "data": str(self.data.resolve()), "augment": augmenter.preset,
+                "augment_path": augmenter.path_for(input_shape), "label_smoothing": float(self.label_smoothing),
+                "weight_decay": float(self.weight_decay), "resume": bool(self.resume)}
+
+
+@dataclass
+class _Data:
+    """What training needs to know about the cooked file."""
+
+    info: dict[str, Any]
+    input_shape: tuple[int, ...]
+    class_names: list[str]
+    counts: dict[str, int]
+
+
+def _read_data(data: Path) -> _Data:
+    from gtsrb_kit.store import read_info
+
+    info = read_info(data)
+    for split in ("train", "val", "test"):
+        if info["splits"].get(split, {}).get("count", 0) == 0:
+            if split == "val":
+                raise DataError(f"{data}: has no validation images; re-cook it with --val-fraction > 0 "
+                                "(the best checkpoint is chosen on validation accuracy)")
+            raise DataError(f"{data}: has no {split} images; re-cook it with 'gtsrb-kit cook'")
+    names = info.get("class_names")
+    num_classes = len(names) if isinstance(names, list) and names else 43
+    return _Data(info, tuple(info["splits"]["train"]["shape"][1:]),
+                 [str(n) for n in names or []] or [str(i) for i in range(num_classes)],
+                 {s: info["splits"][s]["count"] for s in ("train", "val", "test")})
+
+
+def _run_config(cfg: TrainConfig, data: _Data, augmenter: Any) -> dict[str, Any]:
+    """The content of ``config.json`` (without its ``runtime`` part)."""
+    preprocessing = {
+        "size": int(data.info.get("size", data.input_shape[0])), "mode": data.info.get("mode"),
+        "roi": bool(data.info.get("roi", False)), "input_shape": list(data.input_shape),
+        "class_names": data.class_names, "model": cfg.model,
+    }
+    return {"args": cfg.args(augmenter, data.input_shape), "preprocessing": preprocessing,
+            "data_fingerprint": data.info.get("source_fingerprint"), "counts": data.counts}
+
+
+def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> tuple[Any, dict[str, Any]]:
+    """The model and run state: from ``last.keras`` when resuming, else built and compiled."""
+    import keras
+
+    run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+    last = run_dir / CHECKPOINT_FILE
+    with setup.strategy.scope():
+        if cfg.resume and last.is_file():
+            meta = read_keras_metadata(last) or {}
+            if "state" not in meta:
+                raise DataError(f"{last}: has no run state; delete the run folder and start again")
+            state = meta["state"]
+            best_meta = read_keras_metadata(run_dir / BEST_FILE) or {}
+            if best_meta.get("val_accuracy", -1.0) > state["best_val_accuracy"]:
+                state["best_val_accuracy"] = best_meta["val_accuracy"]
+                state["best_epoch"] = best_meta.get("epoch", state["best_epoch"])
+            return keras.models.load_model(last), state
+        net = build_model(cfg.model, data.input_shape, len(data.class_names), **cfg.model_options)
+        schedule = _schedule(str(cfg.lr_schedule), float(cfg.learning_rate or 0), steps * cfg.epochs, steps)
+        net.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg.label_smoothing)),
+            metrics=["accuracy"], jit_compile=setup.jit_compile,
+        )
+    state = {"epochs_completed": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": [], "stopped_early": False}
+    return net, state
+
+
+def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[str, Any], augmenter: Any,
+         steps: int, progress: ProgressCallback | None) -> None:
+    """Train from the state's next epoch to ``cfg.epochs`` (or the early stop)."""
+    import keras
+
+    from gtsrb_kit.store import tf_dataset
+
+    initial_epoch = int(state["epochs_completed"])
+    if initial_epoch >= cfg.epochs or state.get("stopped_early"):
+        return
+    run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+    classes = len(preprocessing["class_names"])
+    ds_train = tf_dataset(cfg.data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
+    ds_val = tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size), num_classes=classes)
+    callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs,
+                                      early_stopping=cfg.early_stopping, progress=progress)]
+    if _has_tensorboard():
+        callbacks.insert(0, keras.callbacks.TensorBoard(
+            log_dir=str(run_dir / "tb"), histogram_freq=0, write_graph=False, profile_batch=0, update_freq="epoch"))
+    report(progress, "train", initial_epoch, cfg.epochs)
+    net.fit(ds_train, validation_data=ds_val, epochs=cfg.epochs, initial_epoch=initial_epoch,
+            steps_per_epoch=steps, callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
+
+
+def _final_metrics(cfg: TrainConfig, data: _Data, state: dict[str, Any], test: tuple[np.ndarray, np.ndarray],
+                   seconds: float, initial_epoch: int, augmenter: Any, runtime: dict[str, Any],
+                   params: int) -> dict[str, Any]:
+    """The content of ``metrics.json``."""
+    from gtsrb_kit.evaluate import per_class_report
+
+    run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+    y_test, y_pred = test
+    previous_seconds = float(sum(h.get("seconds", 0.0) for h in state["history"][:initial_epoch]))
+    return {
+        "test_accuracy": round(float(np.mean(y_pred == y_test)), 6),
+        "test_errors": int(np.sum(y_pred != y_test)), "test_count": int(len(y_test)),
+        "best_val_accuracy": round(float(state["best_val_accuracy"]), 6),
+        "best_epoch": int(state["best_epoch"]), "epochs_completed": int(state["epochs_completed"]),
+        "epochs": cfg.epochs, "stopped_early": bool(state.get("stopped_early")),
+        "resumed_from_epoch": initial_epoch if cfg.resume and initial_epoch else None,
+        "duration_s": round(seconds + previous_seconds, 2),
+        "model": cfg.model, "run_dir": str(run_dir), "model_params": params,
+        "model_sha256": sha256_file(run_dir / BEST_FILE),
+        "data": str(cfg.data.resolve()), "data_fingerprint": data.info.get("source_fingerprint"),
+        "data_sha256": sha256_file(cfg.data),
+        "size": int(data.info.get("size", data.input_shape[0])), "mode": data.info.get("mode"),
+        "roi": bool(data.info.get("roi", False)), "seed": cfg.seed,
+        "augment": augmenter.preset, "augment_path": augmenter.path_for(data.input_shape),
+        "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
+        "devices": runtime["devices"], "replicas": runtime["replicas"], "mixed_precision": runtime["policy"],
+        "versions": versions(), "per_class": per_class_report(y_test, y_pred, data.class_names),
+    }
 
 
 def train(
@@ -363,30 +352,25 @@ def train(
     weight_decay: float = 1e-4,
     model_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on a cooked file, keep the best validation checkpoint, test it once.
+    """Train a model on a cooked file, keep the best validation checkpoint, test it once.
 
     Args:
         data: A cooked ``set-*.h5`` file (default :func:`default_data_file`).
-        model: A name of :data:`gtsrb_kit.models.MODELS`.
-        augment: Preset (``none``, ``fidle``, ``strong``), an albumentations pipeline or an
-            :class:`~gtsrb_kit.augment.Augmenter` (a custom pipeline is recorded as ``custom``
-            and cannot be resumed from the command line).
-        epochs: Total epochs (also when resuming).
-        batch_size: Global batch size (split over devices).
-        run_dir: Output folder (default ``<default_run_dir()>/<model>-<data stem>``).
-        seed: Seeds Keras, the shuffles and the augmentation.
-        resume: Continue an interrupted run in ``run_dir`` from its last completed epoch.
-        learning_rate: Peak AdamW learning rate (default :func:`default_learning_rate`).
-        early_stopping: Stop after this many epochs without a better validation accuracy.
-        lr_schedule: ``constant``, ``cosine`` (default: warm-up then cosine decay) or ``onecycle``.
-        devices: ``auto``, ``cpu``, ``gpu``, ``gpu:0,1``, ``cpu:0,1`` (see :mod:`gtsrb_kit.devices`).
-        mixed_precision: ``auto`` (on for GPUs), ``on``, ``off`` or a Keras policy name.
         progress: Called as ``progress("train", epochs_done, epochs)`` after every epoch.
-        verbose: Keras ``fit`` verbosity (0 silent, 1 bar, 2 one line per epoch).
-        augment_path: ``auto``, ``batch``, ``tf`` or ``albumentations`` (see :mod:`gtsrb_kit.augment`).
-        label_smoothing: Label smoothing of the cross-entropy.
-        weight_decay: AdamW weight decay.
-        model_options: Extra builder options of the model, e.g. ``{"width": 16}`` for ``vgg-bn``.
+        model, augment, ...: The fields of :class:`TrainConfig`:
+            ``model`` (a name of :data:`gtsrb_kit.models.MODELS`);
+            ``augment`` (preset ``none``, ``fidle``, ``strong``, an albumentations pipeline or an
+            :class:`~gtsrb_kit.augment.Augmenter`; a custom pipeline is recorded as ``custom``);
+            ``epochs`` (total, also when resuming); ``batch_size`` (global, split over devices);
+            ``run_dir`` (default ``<default_run_dir()>/<model>-<data stem>``); ``seed`` (Keras, the
+            shuffles and the augmentation); ``resume`` (continue from the last completed epoch);
+            ``learning_rate`` (peak AdamW rate, default :func:`default_learning_rate`);
+            ``early_stopping`` (epochs without a better validation accuracy); ``lr_schedule``
+            (``constant``, ``cosine`` (default) or ``onecycle``); ``devices`` (see
+            :mod:`gtsrb_kit.devices`); ``mixed_precision`` (``auto``, ``on``, ``off`` or a policy);
+            ``verbose`` (Keras ``fit``); ``augment_path`` (see :mod:`gtsrb_kit.augment`);
+            ``label_smoothing``; ``weight_decay``; ``model_options`` (builder options, e.g.
+            ``{"width": 16}``).
 
     Returns:
         The metrics dict, also written to ``run_dir/metrics.json``.
@@ -395,153 +379,50 @@ def train(
         DataError: missing, foreign or incomplete data file.
         ConfigError: unknown model/preset/schedule, bad numbers, or a run folder that conflicts.
     """
+    settings = {k: v for k, v in locals().items() if k != "progress"}
+    return run_training(TrainConfig(**settings), progress=progress)
+
+
+def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Train as :func:`train` does, from a :class:`TrainConfig`."""
     from gtsrb_kit.augment import make_augmenter
 
     started = time.perf_counter()
-    data = Path(data) if data is not None else default_data_file()
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(MODELS)} (see `gtsrb-kit models`)")
-    if int(epochs) < 1:
-        raise ConfigError(f"epochs must be at least 1, got {epochs}")
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    schedule = lr_schedule or DEFAULT_SCHEDULE
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"unknown learning-rate schedule {lr_schedule!r}; use one of {', '.join(SCHEDULES)}")
-    if early_stopping is not None and int(early_stopping) < 1:
-        raise ConfigError(f"early stopping patience must be at least 1 epoch, got {early_stopping}")
-    _check_model_options(model, model_options or {})
-    augmenter = make_augmenter(augment, seed=seed, path=augment_path)
-    lr = float(learning_rate) if learning_rate is not None else default_learning_rate(model)
-    if not lr > 0:
-        raise ConfigError(f"learning rate must be positive, got {learning_rate}")
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir_for(model, data)
-
-    info, splits = _load_data(data)
-    num_classes = _num_classes(info)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits["train"], splits["val"], splits["test"]
-    input_shape = tuple(int(v) for v in x_train.shape[1:])
-    used_augment_path = augmenter.path_for(input_shape)  # "auto" resolved for this data
-    class_names = [str(n) for n in info.get("class_names") or []] or [str(i) for i in range(num_classes)]
-
-    args = {
-        "data": str(data.resolve()), "model": model, "augment": augmenter.preset,
-        "augment_path": used_augment_path,
-        "epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "learning_rate": lr,
-        "lr_schedule": schedule, "early_stopping": early_stopping, "devices": devices,
-        "mixed_precision": mixed_precision, "label_smoothing": float(label_smoothing),
-        "weight_decay": float(weight_decay), "verbose": verbose, "resume": bool(resume),
-        "model_options": dict(model_options or {}),
-    }
-    preprocessing = {
-        "size": int(info.get("size", input_shape[0])), "mode": info.get("mode"), "roi": bool(info.get("roi", False)),
-        "input_shape": list(input_shape), "class_names": class_names, "model": model,
-    }
-    config = {"args": args, "preprocessing": preprocessing, "data_fingerprint": info.get("source_fingerprint"),
-              "counts": {s: int(len(splits[s][1])) for s in splits}}
-    old = _check_run_dir(run_dir, config, resume)
-    if old is not None and (run_dir / "metrics.json").is_file():
-        return json.loads((run_dir / "metrics.json").read_text())
+    augmenter = make_augmenter(cfg.augment, seed=cfg.seed, path=cfg.augment_path)
+    cfg.resolve()
+    run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+    data = _read_data(cfg.data)
+    config = _run_config(cfg, data, augmenter)
+    if _check_run_dir(run_dir, config, cfg.resume) is not None and (run_dir / METRICS_FILE).is_file():
+        return read_json(run_dir / METRICS_FILE) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
 
     import keras
     import tensorflow as tf
 
     from gtsrb_kit.devices import reset_policy, setup_devices
+    from gtsrb_kit.evaluate import load_model, split_scores
 
-    keras.utils.set_random_seed(int(seed))
-    setup = setup_devices(devices, mixed_precision)
+    keras.utils.set_random_seed(cfg.seed)
+    setup = setup_devices(cfg.devices, cfg.mixed_precision)
     if not setup.gpu:
         tf.config.experimental.enable_op_determinism()
     config["runtime"] = {"devices": setup.devices, "replicas": setup.replicas,
                          "policy": keras.mixed_precision.global_policy().name, "jit_compile": setup.jit_compile}
-    _write_json(run_dir / "config.json", config)
-
-    steps = math.ceil(len(x_train) / batch_size)
-    state: dict[str, Any] = {"epochs_completed": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": [],
-                             "stopped_early": False}
+    write_json(run_dir / CONFIG_FILE, config)
+    steps = math.ceil(data.counts["train"] / cfg.batch_size)
     try:
-        with setup.strategy.scope():
-            last = run_dir / "last.keras"
-            if resume and last.is_file():
-                meta = read_keras_metadata(last) or {}
-                if "state" not in meta:
-                    raise DataError(f"{last}: has no run state; delete the run folder and start again")
-                state = meta["state"]
-                best_meta = read_keras_metadata(run_dir / "best.keras") or {}
-                if best_meta.get("val_accuracy", -1.0) > state["best_val_accuracy"]:
-                    state["best_val_accuracy"] = best_meta["val_accuracy"]
-                    state["best_epoch"] = best_meta.get("epoch", state["best_epoch"])
-                net = keras.models.load_model(last)
-            else:
-                net = build_model(model, input_shape, num_classes, **(model_options or {}))
-                optimizer = keras.optimizers.AdamW(
-                    learning_rate=_schedule(schedule, lr, steps * int(epochs), steps), weight_decay=weight_decay)
-                net.compile(
-                    optimizer=optimizer,
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(label_smoothing)),
-                    metrics=["accuracy"], jit_compile=setup.jit_compile,
-                )
+        net, state = _build_or_resume(cfg, data, setup, steps)
         initial_epoch = int(state["epochs_completed"])
-        params = int(net.count_params())
-        if initial_epoch < int(epochs) and not state.get("stopped_early"):
-            ds_train = train_dataset(x_train, y_train, batch_size=batch_size, seed=seed, augmenter=augmenter,
-                                     num_classes=num_classes, initial_epoch=initial_epoch)
-            ds_val = eval_dataset(x_val, y_val, batch_size=max(256, batch_size), num_classes=num_classes)
-            callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=int(epochs),
-                                              early_stopping=early_stopping, progress=progress)]
-            if _has_tensorboard():
-                callbacks.insert(0, keras.callbacks.TensorBoard(
-                    log_dir=str(run_dir / "tb"), histogram_freq=0, write_graph=False, profile_batch=0,
-                    update_freq="epoch"))
-            report(progress, "train", initial_epoch, int(epochs))
-            net.fit(ds_train, validation_data=ds_val, epochs=int(epochs), initial_epoch=initial_epoch,
-                    steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
-        train_seconds = time.perf_counter() - started
-
-        # the test set, once, with the best validation checkpoint
-        best_path = run_dir / "best.keras"
-        best = keras.models.load_model(best_path)
-        probs = best.predict(eval_dataset(x_test, None, batch_size=max(256, batch_size), num_classes=num_classes),
-                             verbose=0)
+        _fit(cfg, net, state, config["preprocessing"], augmenter, steps, progress)
+        seconds = time.perf_counter() - started
+        _, y_test, probs, _ = split_scores(load_model(run_dir / BEST_FILE), cfg.data, "test", max(256, cfg.batch_size))
     finally:
         reset_policy()
-    y_pred = np.argmax(probs, axis=1)
-    test_accuracy = float(np.mean(y_pred == y_test))
-    plot_learning_curves(state["history"], run_dir / "learning_curves.png",
-                         title=f"{model} on {data.name} (augment {augmenter.preset})")
-    _write_history(run_dir, state["history"])
-    previous_seconds = float(sum(h.get("seconds", 0.0) for h in state["history"][:initial_epoch]))
-    metrics = {
-        "test_accuracy": round(test_accuracy, 6),
-        "test_errors": int(np.sum(y_pred != y_test)),
-        "test_count": int(len(y_test)),
-        "best_val_accuracy": round(float(state["best_val_accuracy"]), 6),
-        "best_epoch": int(state["best_epoch"]),
-        "epochs_completed": int(state["epochs_completed"]),
-        "epochs": int(epochs),
-        "stopped_early": bool(state.get("stopped_early")),
-        "resumed_from_epoch": initial_epoch if resume and initial_epoch else None,
-        "duration_s": round(train_seconds + previous_seconds, 2),
-        "model": model,
-        "run_dir": str(run_dir),
-        "model_params": params,
-        "model_sha256": sha256_file(best_path),
-        "data": str(data.resolve()),
-        "data_fingerprint": info.get("source_fingerprint"),
-        "data_sha256": sha256_file(data),
-        "size": preprocessing["size"], "mode": preprocessing["mode"], "roi": preprocessing["roi"],
-        "seed": int(seed),
-        "augment": augmenter.preset,
-        "augment_path": used_augment_path,
-        "batch_size": int(batch_size),
-        "learning_rate": lr,
-        "lr_schedule": schedule,
-        "devices": setup.devices,
-        "replicas": setup.replicas,
-        "mixed_precision": config["runtime"]["policy"],
-        "versions": versions(),
-        "per_class": per_class_report(y_test, y_pred, class_names),
-    }
-    _write_json(run_dir / "metrics.json", metrics)
+    write_history(run_dir, state["history"])
+    plot_curves({cfg.model: read_history(run_dir)}, run_dir / CURVES_FILE,
+                title=f"{cfg.model} on {cfg.data.name} (augment {augmenter.preset})")
+    metrics = _final_metrics(cfg, data, state, (y_test, probs.argmax(axis=1)), seconds, initial_epoch, augmenter,
+                             config["runtime"], int(net.count_params()))
+    write_json(run_dir / METRICS_FILE, metrics)
     return metrics

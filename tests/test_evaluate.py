@@ -155,8 +155,16 @@ def test_preprocessing_from_config_json(cooked_and_model: tuple[Path, Path, Path
     assert read_preprocessing(tmp_path / "copy.keras")["roi"] is False  # the embedded record wins
 
 
-def test_gtsrb_sign_box() -> None:
-    from gtsrb_kit.evaluate import _gtsrb_sign_box
+@pytest.mark.parametrize(("width", "height", "mx", "my"), [
+    (40, 40, 5, 5),  # small: 5 px margin
+    (120, 60, 10, 5),  # large side: 10 % of the sign
+])
+def test_roi_models_crop_the_gtsrb_margin(width: int, height: int, mx: int, my: int) -> None:
+    from gtsrb_kit.evaluate import preprocess_image
 
-    assert _gtsrb_sign_box(40, 40) == (5, 5, 34, 34)  # small: 5 px margin
-    assert _gtsrb_sign_box(120, 60) == (10, 5, 109, 54)  # large side: 10 % of the sign
+    image = np.zeros((height, width, 3), np.uint8)
+    image[my:height - my, mx:width - mx] = (0, 200, 0)  # the sign; the margin stays black
+    out = preprocess_image(image, {"size": 16, "mode": "RGB", "roi": True})
+    assert out.shape == (16, 16, 3) and (out == (0, 200, 0)).all()
+    uncropped = preprocess_image(image, {"size": 16, "mode": "RGB", "roi": False})
+    assert (uncropped[0, 0] == 0).all()

@@ -93,6 +93,17 @@ def test_pending_runs_and_plain_run_folders(tmp_path: Path) -> None:
     assert len(frame) == 5 and frame.loc[4, "test_accuracy"] == 0.99
 
 
+def test_interrupted_training_run_is_described_by_its_config(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "v1-set-24x24-L"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"args": {"model": "v1", "augment": "fidle", "epochs": 4,
+                                                          "batch_size": 32, "seed": 2, "data": "set-24x24-L.h5"}}))
+    (run / "last.keras").write_bytes(b"")
+    [row] = collect_runs(tmp_path / "runs")
+    assert (row["status"], row["model"], row["augment"], row["epochs"], row["seed"]) == ("interrupted", "v1", "fidle", 4, 2)
+    assert row["dataset"] == "set-24x24-L"
+
+
 def test_history_reading(tmp_path: Path) -> None:
     (tmp_path / "history.json").write_text(json.dumps([{"epoch": 1, "accuracy": 0.1}, {"epoch": 2, "accuracy": 0.2}]))
     assert read_history(tmp_path) == {"epoch": [1.0, 2.0], "accuracy": [0.1, 0.2]}

@@ -72,6 +72,7 @@ def test_run_folder(first_run: tuple[Path, dict], cooked: Path) -> None:
     assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,val_loss")
 
 
+@pytest.mark.slow
 def test_cli_train_same_seed_same_history(first_run: tuple[Path, dict], cooked: Path, tmp_path: Path) -> None:
     """Same arguments through the CLI: identical per-epoch losses (CPU determinism)."""
     from gtsrb_kit.cli import app
@@ -88,14 +89,17 @@ def test_cli_train_same_seed_same_history(first_run: tuple[Path, dict], cooked: 
         assert ra["loss"] == rb["loss"] and ra["val_accuracy"] == rb["val_accuracy"]
 
 
-def test_train_dataset_pipeline(cooked: Path) -> None:
+def test_training_pipeline_is_the_public_loader(cooked: Path) -> None:
     from gtsrb_kit.augment import Augmenter
-    from gtsrb_kit.store import load_split
-    from gtsrb_kit.train import train_dataset
+    from gtsrb_kit.store import load_split, tf_dataset
 
     x, y = load_split(cooked, "train")
     steps = math.ceil(len(x) / 50)
-    ds = train_dataset(x, y, batch_size=50, seed=3, augmenter=Augmenter("none"), num_classes=43)
+
+    def loader(**kw: object) -> object:
+        return tf_dataset(cooked, "train", batch_size=50, shuffle=True, seed=3, num_classes=43, repeat=True, **kw)
+
+    ds = loader(augmenter=Augmenter("none"))
     assert ds.element_spec[0].shape.as_list() == [None, 24, 24, 3]
     batches = list(ds.take(2 * steps).as_numpy_iterator())
     xb, yb = batches[0]
@@ -109,11 +113,11 @@ def test_train_dataset_pipeline(cooked: Path) -> None:
                        atol=1e-3)
     # starting at epoch 1 reproduces epoch 1 of an uninterrupted run, augmentation included
     aug = Augmenter("fidle", seed=3)
-    full = list(train_dataset(x, y, batch_size=50, seed=3, augmenter=aug, num_classes=43).take(steps + 1)
-                .as_numpy_iterator())
-    resumed = next(train_dataset(x, y, batch_size=50, seed=3, augmenter=aug, num_classes=43, initial_epoch=1)
-                   .as_numpy_iterator())
+    full = list(loader(augmenter=aug).take(steps + 1).as_numpy_iterator())
+    resumed = next(loader(augmenter=aug, initial_epoch=1).as_numpy_iterator())
     assert np.array_equal(full[steps][0], resumed[0]) and np.array_equal(full[steps][1], resumed[1])
+    again = next(loader(augmenter=aug).as_numpy_iterator())  # same seed, same batches
+    assert np.array_equal(full[0][0], again[0]) and np.array_equal(full[0][1], again[1])
 
 
 KILLED = r"""
@@ -132,6 +136,7 @@ train(sys.argv[1], model="vgg-bn", augment="fidle", epochs=3, batch_size=64, run
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
     """Kill a run (on two logical CPU devices) after epoch 1; resume continues at epoch 2."""
     from gtsrb_kit.train import train
@@ -165,23 +170,33 @@ def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 3
 
 
-def test_train_api_errors(cooked: Path, tmp_path: Path, first_run: tuple[Path, dict]) -> None:
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"model": "nope"}, "unknown model 'nope'"),
+    ({"lr_schedule": "zigzag"}, "unknown learning-rate schedule"),
+    ({"augment": "wild"}, "unknown augmentation preset"),
+    ({"model": "v1", "model_options": {"depth": 3}}, r"model 'v1' has no option depth \(its options: none\)"),
+    ({"learning_rate": -1.0}, "learning rate must be positive"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+])
+def test_train_rejects_bad_settings(cooked: Path, tmp_path: Path, settings: dict, message: str) -> None:
     from gtsrb_kit.train import train
 
-    with pytest.raises(ConfigError, match="unknown model 'nope'"):
-        train(cooked, model="nope", run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="unknown learning-rate schedule"):
-        train(cooked, lr_schedule="zigzag", run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="unknown augmentation preset"):
-        train(cooked, augment="wild", run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match=r"model 'v1' has no option depth \(its options: none\)"):
-        train(cooked, model="v1", model_options={"depth": 3}, run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="already holds a training run; pass --resume"):
-        train(cooked, epochs=2, run_dir=first_run[0])
-    with pytest.raises(ConfigError, match=r"cannot resume with different settings \(batch_size"):
-        train(cooked, model="vgg-bn", augment="strong", epochs=2, batch_size=32, run_dir=first_run[0], resume=True,
-              model_options=TINY)
+    with pytest.raises(ConfigError, match=message):
+        train(cooked, run_dir=tmp_path / "x", **settings)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"epochs": 2}, "already holds a training run; pass --resume"),
+    ({"augment": "strong", "epochs": 2, "batch_size": 32, "resume": True, "model_options": TINY},
+     r"cannot resume with different settings \(batch_size"),
+])
+def test_train_refuses_a_conflicting_run_folder(cooked: Path, first_run: tuple[Path, dict], settings: dict,
+                                                message: str) -> None:
+    from gtsrb_kit.train import train
+
+    with pytest.raises(ConfigError, match=message):
+        train(cooked, model="vgg-bn", run_dir=first_run[0], **settings)
 
 
 def test_resume_of_finished_run_returns_its_metrics(first_run: tuple[Path, dict], cooked: Path) -> None:

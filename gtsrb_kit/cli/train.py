@@ -103,15 +103,6 @@ def train_command(
                   highlight=False, soft_wrap=True)
 
 
-def _run_data(model: Path) -> Path | None:
-    """The data file recorded in the run folder of ``model`` (config.json), if it still exists."""
-    try:
-        recorded = json.loads((model.parent / "config.json").read_text())["args"]["data"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return Path(recorded) if Path(recorded).is_file() else None
-
-
 @app.command("evaluate")
 def evaluate_command(
     model: Annotated[Path, typer.Option("--model", help="A .keras file (e.g. runs/x/best.keras).",
@@ -127,10 +118,11 @@ def evaluate_command(
 ) -> None:
     """Accuracy, per-class table, confusion matrix PNG and worst mistakes PNG of a model."""
     from gtsrb_kit.evaluate import evaluate
+    from gtsrb_kit.runs import run_data
     from gtsrb_kit.train import default_data_file
 
     if data is None:
-        data = _run_data(model) or default_data_file()
+        data = run_data(model.parent) or default_data_file()
     result = evaluate(model, data, out_dir=out, split=split, worst=worst)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
