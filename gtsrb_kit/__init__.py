@@ -68,8 +68,8 @@ _EXPORTS: dict[str, str] = {
     "predict": "gtsrb_kit.evaluate",
     "load_model": "gtsrb_kit.evaluate",
     # sweeps, batch jobs, reports
-    "load_plan": "gtsrb_kit.sweep",
-    "plan_from_dict": "gtsrb_kit.sweep",
+    "load_plan": "gtsrb_kit.plans",
+    "plan_from_dict": "gtsrb_kit.plans",
     "run_sweep": "gtsrb_kit.sweep",
     "prepare_datasets": "gtsrb_kit.sweep",
     "run_status": "gtsrb_kit.runs",

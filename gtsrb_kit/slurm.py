@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gtsrb_kit.errors import ConfigError, GtsrbKitError
 from gtsrb_kit.fileio import write_text_atomic
-from gtsrb_kit.sweep import Plan, freeze_plan
+from gtsrb_kit.plans import Plan, freeze_plan
 
 SCRIPT_NAME = "sweep.sbatch"
 LOG_DIR = "logs"

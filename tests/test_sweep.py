@@ -357,17 +357,6 @@ def test_concurrent_prepare_cooks_each_file_once(tmp_path: Path) -> None:
     assert len(cook.calls) == 1
 
 
-def test_cooked_names_match_the_store() -> None:
-    from gtsrb_kit.store import enhanced_filename
-    from gtsrb_kit.sweep import cooked_name
-
-    assert f"{cooked_name(24, 'L-LHE', True)}.h5" == enhanced_filename(24, "L-LHE", True)
-    assert f"{cooked_name(48, 'RGB')}.h5" == enhanced_filename(48, "RGB")
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
 def test_cli_dry_run_lists_runs(two_files: Path) -> None:
     plan = write(two_files / "plan.toml", PLAN)
     result = runner.invoke(app, ["sweep", str(plan), "--run-dir", str(two_files / "runs"), "--dry-run"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -77,66 +77,80 @@ def sweep_command(
     Resumable: finished runs are skipped, interrupted ones resumed, failed ones retried.
     Exit code 0 when every selected run is done, 1 when a run failed, 2 for a bad plan.
     """
-    from gtsrb_kit.sweep import load_plan, prepare_datasets, run_sweep
+    from gtsrb_kit.plans import load_plan
 
     run_dir = run_dir if run_dir is not None else default_run_dir() / plan_file.stem
     plan = load_plan(plan_file, run_dir=run_dir)
-    interactive = is_interactive()
     if count:
         _echo(str(len(plan.runs)))
-        return
+    elif slurm:
+        slurm_options = dict(partition=partition, account=account, time=time, cpus_per_task=cpus_per_task,
+                             gpus_per_task=gpus_per_task, mem=mem, max_parallel=max_parallel, setup=setup or (),
+                             verbose=2 if verbose is None else verbose)
+        _write_slurm(plan, plan_file, run_dir, submit, slurm_options)
+    elif prepare:
+        _prepare(plan)
+    elif dry_run:
+        _list_dry_run(plan, run_dir, task_id, only)
+    else:
+        _run(plan, run_dir, task_id, only, verbose, stop_on_error)
 
-    if slurm:
-        from gtsrb_kit.errors import DataError
-        from gtsrb_kit.slurm import submit as sbatch_submit
-        from gtsrb_kit.slurm import write_slurm_script
 
-        for d in plan.datasets:
-            if d.recipe is not None and not d.path.is_file() and not Path(d.recipe["root"]).is_dir():
-                raise DataError(f"{d.recipe['root']}: no raw GTSRB tree to cook {d.path.name} from; every array "
-                                "task would fail: set cook.root in the plan (or run 'gtsrb-kit download')")
-            if d.recipe is None and not d.path.is_file():
-                raise DataError(f"{d.path}: dataset file not found; every array task would fail: cook it first "
-                                "or list a recipe like {size=24, mode=\"L\"} in the plan")
+def _write_slurm(plan: Any, plan_file: Path, run_dir: Path, submit: bool, options: dict[str, Any]) -> None:
+    """Write (and with ``submit`` submit) the job array, after checking that its tasks can find their data."""
+    from gtsrb_kit.errors import DataError
+    from gtsrb_kit.slurm import submit as sbatch_submit
+    from gtsrb_kit.slurm import write_slurm_script
 
-        script = write_slurm_script(
-            plan, run_dir, partition=partition, account=account, time=time, cpus_per_task=cpus_per_task,
-            gpus_per_task=gpus_per_task, mem=mem, max_parallel=max_parallel, setup=setup or (),
-            verbose=2 if verbose is None else verbose,
-        )
-        _echo(f"wrote {script} ({_plural(len(plan.runs), 'array task')}, logs in {script.parent / 'logs'})")
-        cook = [d for d in plan.datasets if d.recipe is not None and not d.path.is_file()]
-        if cook:
-            _echo(f"{len(cook)} dataset(s) will be cooked by the first task needing them; to cook them once "
-                  f"up front: gtsrb-kit sweep {plan_file} --run-dir {run_dir} --prepare")
-        if submit:
-            job = sbatch_submit(script)
-            _echo(f"submitted job {job}")
-        else:
-            _echo(f"submit with: sbatch {script}")
-        return
+    for d in plan.datasets:
+        if d.recipe is not None and not d.path.is_file() and not Path(d.recipe["root"]).is_dir():
+            raise DataError(f"{d.recipe['root']}: no raw GTSRB tree to cook {d.path.name} from; every array "
+                            "task would fail: set cook.root in the plan (or run 'gtsrb-kit download')")
+        if d.recipe is None and not d.path.is_file():
+            raise DataError(f"{d.path}: dataset file not found; every array task would fail: cook it first "
+                            "or list a recipe like {size=24, mode=\"L\"} in the plan")
+    script = write_slurm_script(plan, run_dir, **options)
+    _echo(f"wrote {script} ({_plural(len(plan.runs), 'array task')}, logs in {script.parent / 'logs'})")
+    cook = [d for d in plan.datasets if d.recipe is not None and not d.path.is_file()]
+    if cook:
+        _echo(f"{len(cook)} dataset(s) will be cooked by the first task needing them; to cook them once "
+              f"up front: gtsrb-kit sweep {plan_file} --run-dir {run_dir} --prepare")
+    if submit:
+        _echo(f"submitted job {sbatch_submit(script)}")
+    else:
+        _echo(f"submit with: sbatch {script}")
 
-    if prepare:
-        with progress_bar(interactive) as bar:
-            paths = prepare_datasets(plan, progress=bar, log=_echo)
-        for p in paths:
-            _echo(f"ready: {p}")
-        return
 
-    if dry_run:
-        result = run_sweep(plan, run_dir, task_id=task_id, only=only, dry_run=True)
-        _echo(f"plan {plan.name!r}: {_plural(len(plan.runs), 'run')} in {result.run_dir}")
-        for o in result.outcomes:
-            _echo(f"{o.index:>4}  {o.action:<13} {o.name}  [{o.status}]")
-        for d in result.to_cook:
-            _echo(f"      would cook  {d.path}")
-        for d in result.missing:
-            _echo(f"      MISSING     {d.path} (cook it first)")
-        return
+def _prepare(plan: Any) -> None:
+    from gtsrb_kit.sweep import prepare_datasets
+
+    with progress_bar(is_interactive()) as bar:
+        paths = prepare_datasets(plan, progress=bar, log=_echo)
+    for p in paths:
+        _echo(f"ready: {p}")
+
+
+def _list_dry_run(plan: Any, run_dir: Path, task_id: int | None, only: list[str] | None) -> None:
+    from gtsrb_kit.sweep import run_sweep
+
+    result = run_sweep(plan, run_dir, task_id=task_id, only=only, dry_run=True)
+    _echo(f"plan {plan.name!r}: {_plural(len(plan.runs), 'run')} in {result.run_dir}")
+    for o in result.outcomes:
+        _echo(f"{o.index:>4}  {o.action:<13} {o.name}  [{o.status}]")
+    for d in result.to_cook:
+        _echo(f"      would cook  {d.path}")
+    for d in result.missing:
+        _echo(f"      MISSING     {d.path} (cook it first)")
+
+
+def _run(plan: Any, run_dir: Path, task_id: int | None, only: list[str] | None, verbose: int | None,
+         stop_on_error: bool) -> None:
+    from gtsrb_kit.sweep import run_sweep
 
     # SLURM ends a task at its time limit with SIGTERM: stop like Ctrl-C (exit 130, "interrupted"),
     # the run keeps its last epoch's checkpoint and resumes when the task is submitted again.
     signal.signal(signal.SIGTERM, _interrupt)
+    interactive = is_interactive()
     with progress_bar(interactive) as bar:
         result = run_sweep(
             plan, run_dir, task_id=task_id, only=only, progress=bar, log=_echo,
