@@ -75,7 +75,7 @@ _EXPORTS: dict[str, str] = {
     "run_status": "gtsrb_kit.runs",
     "write_slurm_script": "gtsrb_kit.slurm",
     "write_report": "gtsrb_kit.report",
-    "collect_runs": "gtsrb_kit.report",
+    "collect_runs": "gtsrb_kit.runs",
     "runs_frame": "gtsrb_kit.report",
 }
 

@@ -5,9 +5,10 @@ folder whose sub-folders are training runs (``gtsrb-kit train`` outputs). Rows a
 the files on disk each time (``metrics.json``, ``run.json``, ``config.json``, ``history.*``), so a
 report over a partial sweep shows the missing runs as pending, running, interrupted or failed.
 
-* :func:`collect_runs` -> list of row dicts (:data:`ROW_FIELDS`).
-* :func:`build_report` -> the combined report as a dict (deterministic: no timestamps).
-* :func:`update_report_json` writes ``RUN_DIR/report.json`` atomically under a lock.
+The rows and ``report.json`` come from :mod:`gtsrb_kit.runs` (:func:`collect_runs`,
+:func:`build_report`, :func:`update_report_json`), which sweeps update after every run; this
+module renders them:
+
 * :func:`write_report` writes ``report.json``, ``report.md``, a self-contained ``report.html``
   and the PNG charts ``charts/accuracy.png`` and ``charts/learning_curves.png``.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,188 +25,16 @@ from typing import Any
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import plot_curves, pyplot, save_png
-from gtsrb_kit.store import enhanced_filename
-from gtsrb_kit.runs import (
-    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, FAILED_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, file_lock,
-    read_history, read_json, run_status, write_json,
+from gtsrb_kit.runs import (  # noqa: F401 - the run summary, also importable from here
+    REPORT_FORMAT, REPORT_JSON, ROW_FIELDS, best_per_dataset, build_report, collect_runs, read_history, read_json,
+    update_report_json,
 )
 
-REPORT_FORMAT = "gtsrb-kit-report/1"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 CHARTS_DIR = "charts"
 ACCURACY_PNG = "accuracy.png"
 CURVES_PNG = "learning_curves.png"
-_REPORT_LOCK = ".report.lock"
-_RUN_MARKERS = (METRICS_FILE, RUN_FILE, CHECKPOINT_FILE, FAILED_FILE, CONFIG_FILE, "history.csv")
-
-#: Columns of a report row, in table order.
-ROW_FIELDS: tuple[str, ...] = (
-    "run", "status", "dataset", "model", "augment", "test_accuracy", "best_val_accuracy", "best_epoch",
-    "epochs_completed", "epochs", "batch_size", "seed", "duration_s", "model_params", "dataset_mb",
-    "model_mb", "dataset_path", "metrics", "error",
-)
-
-
-def _mb(path: Path) -> float | None:
-    try:
-        return round(path.stat().st_size / 1e6, 3)
-    except OSError:
-        return None
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
-        return None
-    return value
-
-
-def _run_folders(run_dir: Path) -> list[tuple[str, dict[str, Any] | None]]:
-    """(run name, planned run entry or None), plan order first, then other run folders found on disk."""
-    plan = read_json(run_dir / PLAN_FILE)
-    entries: list[tuple[str, dict[str, Any] | None]] = []
-    seen: set[str] = set()
-    if plan and isinstance(plan.get("runs"), list):
-        for entry in plan["runs"]:
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] not in seen:
-                entries.append((entry["name"], entry))
-                seen.add(entry["name"])
-    extra = []
-    if run_dir.is_dir():
-        for child in run_dir.iterdir():
-            if child.is_dir() and child.name not in seen and not child.name.startswith("."):
-                if any((child / marker).exists() for marker in _RUN_MARKERS):
-                    extra.append(child.name)
-    entries.extend((name, None) for name in sorted(extra))
-    return entries
-
-
-def _planned_dataset_paths(run_dir: Path) -> dict[str, str]:
-    plan = read_json(run_dir / PLAN_FILE) or {}
-    out = {}
-    for d in plan.get("datasets", []) if isinstance(plan.get("datasets"), list) else []:
-        if not isinstance(d, dict):
-            continue
-        if "path" in d:
-            out[Path(d["path"]).stem] = d["path"]
-        elif {"size", "mode", "out"} <= set(d):
-            name = enhanced_filename(d["size"], d["mode"], bool(d.get("roi")))
-            out[Path(name).stem] = str(Path(d["out"]) / name)
-    return out
-
-
-def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """One row per run of a run folder (see :data:`ROW_FIELDS`), planned runs first in plan order.
-
-    Raises:
-        DataError: ``run_dir`` does not exist.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: no such run folder; run 'gtsrb-kit sweep PLAN --run-dir {run_dir}' first")
-    datasets = _planned_dataset_paths(run_dir)
-    rows = []
-    for name, planned in _run_folders(run_dir):
-        folder = run_dir / name
-        metrics = read_json(folder / METRICS_FILE) or {}
-        record = read_json(folder / RUN_FILE) or {}
-        config = (read_json(folder / CONFIG_FILE) or {}).get("args") or {}  # train's settings
-        failed = read_json(folder / FAILED_FILE) or {}
-        identity = record.get("identity", {})
-        settings = dict(identity.get("settings", {}))
-        if planned:
-            settings.update({k: v for k, v in planned.items() if k not in ("name", "dataset", "model", "augment")})
-        status = run_status(folder)
-
-        def pick(key: str, *sources: dict[str, Any]) -> Any:
-            for src in sources:
-                if src.get(key) is not None:
-                    return src[key]
-            return None
-
-        data_path = record.get("dataset_path") or metrics.get("data") or config.get("data")
-        dataset = (planned or {}).get("dataset") or identity.get("dataset")
-        if dataset is None and data_path:
-            dataset = Path(str(data_path)).stem
-        if data_path is None and dataset in datasets:
-            data_path = datasets[dataset]
-        model_file = folder / BEST_FILE
-        rows.append({
-            "run": name,
-            "status": status,
-            "dataset": dataset,
-            "model": pick("model", planned or {}, identity, metrics, config),
-            "augment": pick("augment", planned or {}, identity, metrics, config) or "none",
-            "test_accuracy": _num(metrics.get("test_accuracy")),
-            "best_val_accuracy": _num(metrics.get("best_val_accuracy")),
-            "best_epoch": metrics.get("best_epoch"),
-            "epochs_completed": metrics.get("epochs_completed"),
-            "epochs": pick("epochs", settings, config, metrics),
-            "batch_size": pick("batch_size", settings, metrics, config),
-            "seed": pick("seed", settings, metrics, config),
-            "duration_s": _num(metrics.get("duration_s")),
-            "model_params": metrics.get("model_params"),
-            "dataset_mb": _mb(Path(data_path)) if data_path else None,
-            "model_mb": _mb(model_file) if model_file.is_file() else None,
-            "dataset_path": str(data_path) if data_path else None,
-            "metrics": f"{name}/{METRICS_FILE}" if metrics else None,
-            "error": failed.get("error") if status == "failed" else None,
-        })
-    return rows
-
-
-def best_per_dataset(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Dataset -> name of its finished run with the highest test accuracy (ties: first in order)."""
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        acc = row.get("test_accuracy")
-        if row["status"] != "done" or acc is None:
-            continue
-        key = str(row.get("dataset"))
-        if key not in best or acc > best[key]["test_accuracy"]:
-            best[key] = row
-    return {k: v["run"] for k, v in best.items()}
-
-
-def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The combined report of a run folder as a dict (what ``report.json`` holds).
-
-    Keys: ``format``, ``name`` (the plan's), ``counts`` (runs per status), ``best_per_dataset``,
-    ``best`` (the best finished run overall) and ``runs`` (the rows). No timestamps, so the same
-    files on disk always give the same report.
-    """
-    run_dir = Path(run_dir)
-    rows = collect_runs(run_dir)
-    plan = read_json(run_dir / PLAN_FILE) or {}
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    done = [r for r in rows if r["status"] == "done" and r["test_accuracy"] is not None]
-    best = max(done, key=lambda r: r["test_accuracy"])["run"] if done else None
-    return {
-        "format": REPORT_FORMAT,
-        "name": plan.get("name", run_dir.resolve().name),
-        "total": len(rows),
-        "complete": bool(rows) and counts.get("done", 0) == len(rows),
-        "counts": dict(sorted(counts.items())),
-        "best": best,
-        "best_per_dataset": best_per_dataset(rows),
-        "runs": rows,
-    }
-
-
-def update_report_json(run_dir: str | os.PathLike[str]) -> Path:
-    """Rebuild ``RUN_DIR/report.json`` from disk and write it atomically, under a lock.
-
-    Every writer reads all runs' files after taking the lock, and each run writes its metrics
-    before asking for the lock, so the last writer always sees every finished run: array tasks
-    that finish at the same time cannot drop each other's rows.
-    """
-    run_dir = Path(run_dir)
-    with file_lock(run_dir / _REPORT_LOCK):
-        report = build_report(run_dir)
-        return write_json(run_dir / REPORT_JSON, report)
-
 
 def runs_frame(run_dir: str | os.PathLike[str]) -> Any:
     """The report rows as a pandas DataFrame (one row per run, :data:`ROW_FIELDS` columns)."""

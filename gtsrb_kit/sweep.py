@@ -27,7 +27,7 @@ from gtsrb_kit.plans import (  # noqa: F401 - the plan API, also importable from
 from gtsrb_kit.progress import ProgressCallback
 from gtsrb_kit.runs import (  # noqa: F401 - the run-folder contract, also importable from here
     CHECKPOINT_FILE, CONFIG_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, PLAN_FILE, REPORT_JSON, RUN_FILE, dump_json,
-    file_lock, is_locked, read_json, run_status,
+    file_lock, is_locked, read_json, run_status, update_report_json,
 )
 
 TrainFn = Callable[..., dict]
@@ -266,8 +266,6 @@ def run_sweep(
     selected = _select(plan, task_id, only)
     if dry_run:
         return _dry_run(plan, run_dir, selected)
-    from gtsrb_kit.report import update_report_json
-
     job = _Job(plan, run_dir, train_fn or _default_train, cook_fn, progress, log or (lambda line: None), verbose)
     run_dir.mkdir(parents=True, exist_ok=True)
     freeze_plan(plan, run_dir)
