@@ -43,6 +43,23 @@ def _sbatch_line(option: str, value: object) -> str:
     return f"#SBATCH --{option}={value}"
 
 
+def _check_options(n_runs: int, *, time: str | None, mem: str | None, job_name: str, cpus_per_task: int | None,
+                   gpus_per_task: int | None, max_parallel: int | None) -> None:
+    """Raise ConfigError for a value SLURM would reject."""
+    if n_runs < 1:
+        raise ConfigError("the plan has no runs: nothing to submit")
+    if time is not None and not _TIME.match(time):
+        raise ConfigError(f"--time {time!r} is not a SLURM time; use e.g. 30:00, 02:00:00 or 1-00:00:00")
+    if mem is not None and not _MEM.match(mem):
+        raise ConfigError(f"--mem {mem!r} is not a SLURM memory size; use e.g. 8G or 16000M")
+    for name, value in (("--cpus-per-task", cpus_per_task), ("--gpus-per-task", gpus_per_task),
+                        ("--max-parallel", max_parallel)):
+        if value is not None and value < (0 if name == "--gpus-per-task" else 1):
+            raise ConfigError(f"{name} {value} must be a positive integer")
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", job_name):
+        raise ConfigError(f"job name {job_name!r} must use only letters, digits and . _ + -")
+
+
 def slurm_script(
     plan_file: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],
@@ -83,18 +100,8 @@ def slurm_script(
     Raises:
         ConfigError: a value SLURM would reject.
     """
-    if n_runs < 1:
-        raise ConfigError("the plan has no runs: nothing to submit")
-    if time is not None and not _TIME.match(time):
-        raise ConfigError(f"--time {time!r} is not a SLURM time; use e.g. 30:00, 02:00:00 or 1-00:00:00")
-    if mem is not None and not _MEM.match(mem):
-        raise ConfigError(f"--mem {mem!r} is not a SLURM memory size; use e.g. 8G or 16000M")
-    for name, value in (("--cpus-per-task", cpus_per_task), ("--gpus-per-task", gpus_per_task),
-                        ("--max-parallel", max_parallel)):
-        if value is not None and value < (0 if name == "--gpus-per-task" else 1):
-            raise ConfigError(f"{name} {value} must be a positive integer")
-    if not re.fullmatch(r"[A-Za-z0-9._+-]+", job_name):
-        raise ConfigError(f"job name {job_name!r} must use only letters, digits and . _ + -")
+    _check_options(n_runs, time=time, mem=mem, job_name=job_name, cpus_per_task=cpus_per_task,
+                   gpus_per_task=gpus_per_task, max_parallel=max_parallel)
     run_dir = Path(run_dir).resolve()
     plan_file = Path(plan_file).resolve()
     python = python or sys.executable
