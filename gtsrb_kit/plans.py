@@ -256,20 +256,7 @@ def plan_from_dict(
     cook = _parse_cook(data.get("cook", {}), where, base, run_dir)
     train = _parse_settings(data.get("train", {}), "train", where)
 
-    datasets: list[DatasetSpec] = []
-    raw_datasets = data.get("datasets", [])
-    if isinstance(raw_datasets, (str, dict)):
-        raw_datasets = [raw_datasets]
-    if not isinstance(raw_datasets, list):
-        raise where.error("datasets", "must be a list of files or recipes")
-    for i, item in enumerate(raw_datasets):
-        datasets.extend(_parse_dataset(item, f"datasets[{i}]", where, base, cook))
-    by_name: dict[str, DatasetSpec] = {}
-    for i, spec in enumerate(datasets):
-        other = by_name.get(spec.name)
-        if other is not None and other != spec:
-            raise where.error("datasets", f"two different datasets are both named {spec.name!r}; keep one")
-        by_name.setdefault(spec.name, spec)
+    by_name = _parse_datasets(data.get("datasets", []), where, base, cook)
     datasets = list(by_name.values())
 
     if "runs" in data:
@@ -283,6 +270,27 @@ def plan_from_dict(
             RunSpec(run_name(d.name, m, a), d, m, a, dict(train))
             for d, m, a in itertools.product(datasets, models, augments)
         ]
+    _check_run_names(runs, where)
+    _check_registries(runs, where, explicit="runs" in data)
+    return Plan(name=name.strip(), datasets=datasets, runs=runs, source=None if source == "<plan>" else Path(source),
+                description=description)
+
+
+def _parse_datasets(raw: Any, where: _Where, base: Path, cook: dict[str, Any]) -> dict[str, DatasetSpec]:
+    """The plan's datasets by name (globs and recipe lists expanded)."""
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise where.error("datasets", "must be a list of files or recipes")
+    by_name: dict[str, DatasetSpec] = {}
+    for i, item in enumerate(raw):
+        for spec in _parse_dataset(item, f"datasets[{i}]", where, base, cook):
+            if by_name.setdefault(spec.name, spec) != spec:
+                raise where.error("datasets", f"two different datasets are both named {spec.name!r}; keep one")
+    return by_name
+
+
+def _check_run_names(runs: list[RunSpec], where: _Where) -> None:
     seen: dict[str, int] = {}
     for i, run in enumerate(runs):
         if run.name in seen:
@@ -292,9 +300,6 @@ def plan_from_dict(
         seen[run.name] = i
     if not runs:
         raise where.error("runs", "the plan has no runs")
-    _check_registries(runs, where, explicit="runs" in data)
-    return Plan(name=name.strip(), datasets=datasets, runs=runs, source=None if source == "<plan>" else Path(source),
-                description=description)
 
 
 def _string_list(value: Any, key: str, where: _Where, *, required: bool) -> list[str]:
