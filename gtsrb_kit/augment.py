@@ -1,13 +1,10 @@
 """Seeded, flip-free image augmentation for training: the presets in-graph, or your own albumentations pipeline.
 
-Presets (:data:`PRESET_PARAMS`): ``none``; ``fidle``, the course's ``ImageDataGenerator``
-settings (Keras' conventions: per-axis zoom, shear in degrees, nearest fill); ``strong``, a wider
-affine plus perspective, brightness/contrast, blur, noise and occlusion. None ever flips: a
-mirrored "Dangerous curve to the left" is a "Dangerous curve to the right".
-
-Batch ``k`` of a run with seed ``s`` draws its parameters with stateless random ops seeded by
-``(s, k)``; one XLA-compiled function then warps each image (bilinear) and applies the
-photometric steps, in-graph, on the device of the input pipeline.
+Presets (:data:`PRESET_PARAMS`): ``none``; ``fidle``, the course's ``ImageDataGenerator`` settings
+(Keras' conventions); ``strong``, a wider affine plus perspective, brightness/contrast, blur, noise
+and occlusion. None ever flips: a mirrored "curve to the left" is a "curve to the right". Batch
+``k`` of seed ``s`` draws from ``(s, k)`` with stateless ops; one XLA-compiled function then warps
+and recolours the batch in-graph, on the device of the input pipeline.
 """
 
 from __future__ import annotations
@@ -88,8 +85,7 @@ def _ranges(p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _maps(d: dict[str, Any], hf: Any, wf: Any) -> Any:
-    """(N, 8) output -> input maps about the image centre: Keras' ``Rotation . Shear . Zoom``
-    (zoom factors stay positive, so it never mirrors), a shift, and a projective term."""
+    """(N, 8) output -> input maps: Keras' ``Rotation . Shear . Zoom`` (never mirrors), shift, perspective."""
     import tensorflow as tf
 
     cos, sin = tf.cos(d["rotation"]), tf.sin(d["rotation"])
@@ -176,8 +172,7 @@ def _augment(images: Any, seed: Any, params: AugmentParams) -> Any:
     low, high, run = _compiled(params)
     shape = tf.shape(images)
     draws = low + tf.random.stateless_uniform([shape[0], len(_COLUMNS)], uniform_seed) * (high - low)
-    maps = _maps(dict(zip(_COLUMNS, tf.unstack(draws, axis=1))), tf.cast(shape[1], tf.float32),
-                 tf.cast(shape[2], tf.float32))
+    maps = _maps(dict(zip(_COLUMNS, tf.unstack(draws, axis=1))), *tf.unstack(tf.cast(shape[1:3], tf.float32)))
     noise = tf.random.stateless_normal(shape, noise_seed) if params.noise_p else None
     return run(images, maps, draws, noise)
 
@@ -228,8 +223,7 @@ class Augmenter:
         self._local = threading.local()
         self._pipeline = None
         if isinstance(preset, str):
-            self.preset, self.path = check_preset(preset), check_path(path)
-            self.params = PRESET_PARAMS[self.preset]
+            self.preset, self.path, self.params = check_preset(preset), check_path(path), PRESET_PARAMS.get(preset)
         elif isinstance(preset, AugmentParams):
             self.preset, self.path, self.params = "custom", check_path(path), preset
         elif type(preset).__module__.split(".")[0] == "albumentations":
@@ -298,9 +292,8 @@ def make_augmenter(augment: Any, *, seed: int = 0, path: str = "auto") -> Augmen
 def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augment: Any = DEFAULT_PRESET,
                  draws: int = 6, per_class: int = 1, classes: Any = None, seed: int = 0, path: str = "auto",
                  class_names: Any = None) -> Any:
-    """Write a PNG grid (atomically) and return its path: per class, ``per_class`` originals of
-    ``classes`` (default: all present), each followed by ``draws`` augmented versions;
-    ``augment``, ``seed`` and ``path`` as for :func:`make_augmenter`."""
+    """Write a PNG grid and return its path: ``per_class`` originals of each of ``classes`` (default: all),
+    each followed by ``draws`` augmented versions (``augment``, ``seed``, ``path``: see :func:`make_augmenter`)."""
     from gtsrb_kit.plotting import pyplot, save_png
 
     plt = pyplot()
