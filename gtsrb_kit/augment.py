@@ -1,13 +1,10 @@
 """Seeded, flip-free image augmentation for training: the presets in-graph, or your own albumentations pipeline.
 
-Presets (:data:`PRESET_PARAMS`): ``none``; ``fidle``, the course's ``ImageDataGenerator``
-settings (Keras' conventions: per-axis zoom, shear in degrees, nearest fill); ``strong``, a wider
-affine plus perspective, brightness/contrast, blur, noise and occlusion. None ever flips: a
-mirrored "Dangerous curve to the left" is a "Dangerous curve to the right".
-
-Batch ``k`` of a run with seed ``s`` draws its parameters with stateless random ops seeded by
-``(s, k)``; one XLA-compiled function then warps each image (bilinear) and applies the
-photometric steps, in-graph, on the device of the input pipeline.
+Presets (:data:`PRESET_PARAMS`): ``none``; ``fidle``, the course's ``ImageDataGenerator`` settings
+(Keras' conventions); ``strong``, a wider affine plus perspective, brightness/contrast, blur, noise
+and occlusion. None ever flips: a mirrored "curve to the left" is a "curve to the right". Batch
+``k`` of seed ``s`` draws from ``(s, k)`` with stateless ops; one XLA-compiled function then warps
+and recolours the batch in-graph, on the device of the input pipeline.
 """
 
 from __future__ import annotations
@@ -87,32 +84,36 @@ def _ranges(p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.array(pairs, np.float32).T)  # lows, highs
 
 
-def _warp(x: Any, d: dict[str, Any]) -> Any:
-    """Bilinear warp with nearest fill of a float NHWC batch, each image by its output -> input map.
+def _maps(d: dict[str, Any], hf: Any, wf: Any) -> Any:
+    """(N, 8) output -> input maps: Keras' ``Rotation . Shear . Zoom`` (never mirrors), shift, perspective."""
+    import tensorflow as tf
 
-    The map is Keras' ``Rotation . Shear . Zoom`` about the centre plus a shift, divided by a
-    projective term around the centre; zoom factors stay positive, so it never mirrors.
-    """
+    cos, sin = tf.cos(d["rotation"]), tf.sin(d["rotation"])
+    sin_s, cos_s = tf.sin(d["shear"]), tf.cos(d["shear"])
+    zx, zy = d["zoom_x"], d["zoom_y"]
+    return tf.stack([cos * zx, (-cos * sin_s - sin * cos_s) * zy, (wf - 1) / 2 + d["shift_x"] * wf,
+                     sin * zx, (-sin * sin_s + cos * cos_s) * zy, (hf - 1) / 2 + d["shift_y"] * hf,
+                     d["persp_x"] / wf, d["persp_y"] / hf], axis=1)
+
+
+def _warp(x: Any, m: list[Any], perspective: bool) -> Any:
+    """Bilinear warp with nearest fill of a float NHWC batch, each image by its map of :func:`_maps`."""
     import tensorflow as tf
 
     n, h, w, c = tf.unstack(tf.shape(x))
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    cx, cy = (wf - 1) / 2, (hf - 1) / 2
-    u, v = (tf.range(wf) - cx)[None, None, :, None], (tf.range(hf) - cy)[None, :, None, None]
-    cos, sin = tf.cos(d["rotation"]), tf.sin(d["rotation"])
-    sin_s, cos_s = tf.sin(d["shear"]), tf.cos(d["shear"])
-    zx, zy = d["zoom_x"], d["zoom_y"]
-    den = 1.0 + d["persp_x"] / wf * u + d["persp_y"] / hf * v
-    sx = (cos * zx * u + (-cos * sin_s - sin * cos_s) * zy * v) / den + cx + d["shift_x"] * wf
-    sy = (sin * zx * u + (-sin * sin_s + cos * cos_s) * zy * v) / den + cy + d["shift_y"] * hf
+    u, v = (tf.range(wf) - (wf - 1) / 2)[None, None, :, None], (tf.range(hf) - (hf - 1) / 2)[None, :, None, None]
+    den = 1.0 + m[6] * u + m[7] * v if perspective else 1.0
+    sx, sy = (m[0] * u + m[1] * v) / den + m[2], (m[3] * u + m[4] * v) / den + m[5]
     sx, sy = tf.clip_by_value(sx, 0.0, wf - 1), tf.clip_by_value(sy, 0.0, hf - 1)
     x0, y0 = tf.floor(sx), tf.floor(sy)
     fx, fy = sx - x0, sy - y0
     x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
     x1, y1 = tf.minimum(x0 + 1, w - 1), tf.minimum(y0 + 1, h - 1)
-    base = (tf.range(n) * h * w)[:, None, None]
-    corners = tf.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])[..., 0] + base
-    p00, p01, p10, p11 = tf.unstack(tf.gather(tf.reshape(x, [-1, c]), corners))
+    flat, base = tf.reshape(x, [-1, c]), (tf.range(n) * h * w)[:, None, None, None]
+    # four gathers, not one over stacked indices: XLA fuses these into the arithmetic
+    p00, p01, p10, p11 = (tf.gather(flat, (base + yy * w + xx)[..., 0])
+                          for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)))
     return (p00 * (1 - fx) + p01 * fx) * (1 - fy) + (p10 * (1 - fx) + p11 * fx) * fy
 
 
@@ -140,15 +141,15 @@ def _occlude(x: Any, d: dict[str, Any], p: AugmentParams) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def _compiled(params: AugmentParams) -> Any:
-    """The XLA-compiled pixel work of a preset (XLA fuses the gathers and arithmetic into one loop)."""
+    """A preset's column ranges and its XLA-compiled pixel work (XLA fuses gathers and arithmetic into one loop)."""
     import tensorflow as tf
 
     low, high = _ranges(params)
 
-    def run(images: Any, uniform: Any, noise: Any) -> Any:
+    def run(images: Any, maps: Any, draws: Any, noise: Any) -> Any:
         # one (N, 1, 1, 1) tensor per column, broadcasting over each image
-        d = dict(zip(_COLUMNS, tf.unstack((low + uniform * (high - low))[:, :, None, None, None], axis=1)))
-        x = _warp(tf.cast(images, tf.float32), d)
+        d = dict(zip(_COLUMNS, tf.unstack(draws[:, :, None, None, None], axis=1)))
+        x = _warp(tf.cast(images, tf.float32), tf.unstack(maps[:, :, None, None, None], axis=1), params.perspective > 0)
         if params.brightness or params.contrast:
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
             x = (x - mean) * (1.0 + d["contrast"]) + mean + d["brightness"] * 255.0
@@ -160,7 +161,7 @@ def _compiled(params: AugmentParams) -> Any:
             x = _occlude(x, d, params)
         return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
 
-    return tf.function(run, jit_compile=True, reduce_retracing=True)
+    return low, high, tf.function(run, jit_compile=True)
 
 
 def _augment(images: Any, seed: Any, params: AugmentParams) -> Any:
@@ -168,9 +169,12 @@ def _augment(images: Any, seed: Any, params: AugmentParams) -> Any:
     import tensorflow as tf
 
     uniform_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    uniform = tf.random.stateless_uniform([tf.shape(images)[0], len(_COLUMNS)], uniform_seed)
-    noise = tf.random.stateless_normal(tf.shape(images), noise_seed) if params.noise_p else None
-    return _compiled(params)(images, uniform, noise)
+    low, high, run = _compiled(params)
+    shape = tf.shape(images)
+    draws = low + tf.random.stateless_uniform([shape[0], len(_COLUMNS)], uniform_seed) * (high - low)
+    maps = _maps(dict(zip(_COLUMNS, tf.unstack(draws, axis=1))), *tf.unstack(tf.cast(shape[1:3], tf.float32)))
+    noise = tf.random.stateless_normal(shape, noise_seed) if params.noise_p else None
+    return run(images, maps, draws, noise)
 
 
 # --------------------------------------------------------------------------- albumentations
@@ -219,8 +223,7 @@ class Augmenter:
         self._local = threading.local()
         self._pipeline = None
         if isinstance(preset, str):
-            self.preset, self.path = check_preset(preset), check_path(path)
-            self.params = PRESET_PARAMS[self.preset]
+            self.preset, self.path, self.params = check_preset(preset), check_path(path), PRESET_PARAMS.get(preset)
         elif isinstance(preset, AugmentParams):
             self.preset, self.path, self.params = "custom", check_path(path), preset
         elif type(preset).__module__.split(".")[0] == "albumentations":
@@ -289,9 +292,8 @@ def make_augmenter(augment: Any, *, seed: int = 0, path: str = "auto") -> Augmen
 def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augment: Any = DEFAULT_PRESET,
                  draws: int = 6, per_class: int = 1, classes: Any = None, seed: int = 0, path: str = "auto",
                  class_names: Any = None) -> Any:
-    """Write a PNG grid (atomically) and return its path: per class, ``per_class`` originals of
-    ``classes`` (default: all present), each followed by ``draws`` augmented versions;
-    ``augment``, ``seed`` and ``path`` as for :func:`make_augmenter`."""
+    """Write a PNG grid and return its path: ``per_class`` originals of each of ``classes`` (default: all),
+    each followed by ``draws`` augmented versions (``augment``, ``seed``, ``path``: see :func:`make_augmenter`)."""
     from gtsrb_kit.plotting import pyplot, save_png
 
     plt = pyplot()

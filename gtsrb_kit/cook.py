@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import multiprocessing
 import os
 import threading
 import time
@@ -145,9 +146,12 @@ def _init_worker(parent: int) -> None:
 
 def _exit_with(parent: int) -> None:
     """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
-    while os.getppid() == parent:
+    while True:
         time.sleep(0.5)
-    os._exit(1)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
 
 
 def _scan(items: Sequence[tuple[str, tuple[int, int] | None]]) -> list[tuple[str | None, str | None]]:
@@ -220,7 +224,13 @@ def _executor(workers: int) -> Iterator[cf.Executor | None]:
         with _single_threaded():
             yield None
         return
-    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
+    # forkserver: forking this process is unsafe once it runs threads (TensorFlow, OpenCV's pool)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                  initargs=(os.getpid(),))
+    for _ in range(workers):  # start them now: they get ready while this process reads the catalog
+        pool.submit(os.getpid)
     try:
         yield pool
     finally:
@@ -472,10 +482,10 @@ def cook_dataset(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
-    if not (catalog["split"] == "train").any():
-        raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
     with _executor(workers) as pool:
+        catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
+        if not (catalog["split"] == "train").any():
+            raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
         plan = opts.plan(catalog)
         used = np.sort(np.concatenate([plan.train, plan.val, plan.test, plan.meta]))
         scanned = _scan_rows(catalog, used, pool, workers, progress)
