@@ -47,9 +47,9 @@ def train_command(
     preset: Annotated[str | None, typer.Option("--preset", help="Augmentation preset: none, fidle or strong; "
                                                "implies --augment. Default with --augment: strong.",
                                                show_default=False)] = None,
-    augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: auto (the faster of "
-                                              "the next two for the image size), batch (numpy+OpenCV per batch), "
-                                              "tf (in-graph) or albumentations.")] = "auto",
+    augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: tf (in-graph, the "
+                                              "default; auto and batch are other names for it) or albumentations "
+                                              "(the presets rendered by albumentations).")] = "auto",
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (also when resuming).")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 64,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder. Default: <runs dir>/<model>-"
@@ -187,7 +187,7 @@ def augment_preview_command(
     data: DataOption = None,
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("augment-preview.png"),
     preset: Annotated[str, typer.Option("--preset", help="none, fidle or strong.")] = "strong",
-    augment_path: Annotated[str, typer.Option("--augment-path", help="auto, batch, tf or albumentations.")] = "auto",
+    augment_path: Annotated[str, typer.Option("--augment-path", help="tf (auto, batch: the same) or albumentations.")] = "auto",
     draws: Annotated[int, typer.Option("--draws", help="Augmented versions per original.")] = 6,
     classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated class ids. Default: all.",
                                                 show_default=False)] = None,
