@@ -46,7 +46,7 @@ from gtsrb_kit.errors import ConfigError, DownloadError
 from gtsrb_kit.extract import (
     ExtractLimits, check_layout, check_members, extract_zip, merge_tree, open_zip, staging_dir, verify_zip,
 )
-from gtsrb_kit.fileio import atomic_path, write_text_atomic
+from gtsrb_kit.fileio import atomic_path, write_json
 from gtsrb_kit.paths import default_root
 from gtsrb_kit.progress import ProgressCallback, report
 
@@ -490,7 +490,7 @@ def is_extracted(root: str | os.PathLike[str], spec: ArchiveSpec) -> bool:
 def _write_marker(root: Path, spec: ArchiveSpec, **info: object) -> None:
     marker = _marker_path(root, spec.name)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(marker, json.dumps({"archive": spec.name, **info}, indent=2, default=str) + "\n")
+    write_json(marker, {"archive": spec.name, **info})
 
 
 # --------------------------------------------------------------------------- the whole job

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 # Read once: os.umask can only be read by setting it, which would race with threads writing files.
@@ -97,6 +99,23 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    return str(obj)
+
+
+def dump_json(data: Any, *, sort_keys: bool = False) -> str:
+    """``data`` as indented JSON text (numpy values as numbers, paths as strings)."""
+    return json.dumps(data, indent=2, sort_keys=sort_keys, default=_json_default) + "\n"
+
+
+def write_json(path: str | os.PathLike[str], data: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; the one JSON writer of the package."""
+    write_text_atomic(path, dump_json(data, sort_keys=sort_keys))
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

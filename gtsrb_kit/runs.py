@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gtsrb_kit.errors import DataError
-from gtsrb_kit.fileio import atomic_path, write_text_atomic
+from gtsrb_kit.fileio import atomic_path, dump_json, write_json, write_text_atomic  # noqa: F401 - re-exported
 
 try:  # POSIX only; elsewhere locks are no-ops (one process at a time is then up to the user)
     import fcntl
@@ -125,23 +125,6 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return obj.tolist()
-    return str(obj)
-
-
-def dump_json(data: Any) -> str:
-    """``data`` as indented JSON text (numpy values as numbers, paths as strings)."""
-    return json.dumps(data, indent=2, default=_json_default) + "\n"
-
-
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically; the one JSON writer of the package."""
-    write_text_atomic(path, dump_json(data))
-    return Path(path)
 
 
 def run_data(folder: str | os.PathLike[str]) -> Path | None:

@@ -19,7 +19,6 @@ full benchmark (25,700 images) takes seconds.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import textwrap
@@ -36,7 +35,7 @@ from PIL import Image
 from gtsrb_kit.catalog import decode_image_bytes, image_digest, shared_digests
 from gtsrb_kit.classes import NUM_CLASSES, class_name
 from gtsrb_kit.errors import DataError
-from gtsrb_kit.fileio import atomic_path
+from gtsrb_kit.fileio import atomic_path, write_json
 from gtsrb_kit.plotting import pyplot, save_png
 from gtsrb_kit.progress import ProgressCallback, report
 
@@ -406,9 +405,7 @@ def write_stats(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with atomic_path(out / "stats.json") as tmp:
-        tmp.write_text(json.dumps(stats.summary, indent=2) + "\n")
-    written.append(out / "stats.json")
+    written.append(write_json(out / "stats.json", stats.summary))
     with atomic_path(out / "classes.csv") as tmp:
         stats.per_class.to_csv(tmp, index=False)
     written.append(out / "classes.csv")

@@ -94,20 +94,14 @@ def _default_train(*args: Any, **kwargs: Any) -> dict:
 def _dataset_ready(spec: DatasetSpec) -> bool:
     """Quick check (attributes only): the file exists and was cooked with this size, mode, roi,
     scale, seed and val_fraction. The cook itself also compares the source data; this does not."""
-    if not spec.path.is_file():
-        return False
-    if spec.recipe is None:
-        return True
-    try:
-        import h5py
+    if not spec.path.is_file() or spec.recipe is None:
+        return spec.path.is_file()
+    from gtsrb_kit.store import read_info  # lazy: h5py
 
-        with h5py.File(spec.path, "r") as handle:
-            info = {k: handle.attrs[k] for k in handle.attrs}
-    except (OSError, ValueError):
+    try:
+        return _recipe_matches(spec.recipe, read_info(spec.path))
+    except DataError:
         return False
-    info = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
-            for k, v in info.items()}
-    return info.get("created_by") == "gtsrb-kit" and _recipe_matches(spec.recipe, info)
 
 
 def _recipe_matches(recipe: dict[str, Any], info: dict[str, Any]) -> bool:

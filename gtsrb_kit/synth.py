@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from gtsrb_kit.classes import NUM_CLASSES
 from gtsrb_kit.errors import ConfigError, DataError
-from gtsrb_kit.fileio import sha256_file
+from gtsrb_kit.fileio import sha256_file, write_json
 from gtsrb_kit.progress import ProgressCallback, report
 
 SynthLayout = Literal["official", "kaggle"]
@@ -516,7 +516,7 @@ def generate_dataset(
             "tracks_per_class": tracks_per_class, "frames_per_track": frames_per_track,
             "test_per_class": test_per_class, "archives": archives, "entries": entries, "counts": counts,
         }
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / MARKER, marker, sort_keys=True)
         _swap_in(tmp, out, entries)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 
 from gtsrb_kit.cli import app
 from gtsrb_kit.errors import ConfigError, DataError
-from gtsrb_kit.sweep import (
-    file_lock, load_plan, plan_from_dict, prepare_datasets, run_name, run_status, run_sweep,
-)
+from gtsrb_kit.plans import load_plan, plan_from_dict, run_name
+from gtsrb_kit.sweep import file_lock, prepare_datasets, run_status, run_sweep
 
 runner = CliRunner()
 
@@ -163,6 +162,13 @@ name = "quick"
     ("datasets = ['a.h5']\n[[runs]]\ndataset = 'a.h5'\nmodel = 'v1'\n[[runs]]\ndataset = 'a.h5'\nmodel = 'v1'\n",
      "runs[1]"),
     ("models = ['v1'\n", "not valid TOML"),
+    # values the owning modules reject, wrapped with the plan's key
+    ("models = ['v1']\ndatasets = [{size = 2, mode = 'L'}]\n", "datasets[0].size: image size 2"),
+    ("models = ['v1']\ndatasets = [{size = 24, mode = 'X'}]\n", "datasets[0].mode: unknown mode 'X'"),
+    ("models = ['v1']\ndatasets = [{size = 24, mode = 'L', val_fraction = 1}]\n", "datasets[0].val_fraction"),
+    ("models = ['v1']\naugment = ['wild']\ndatasets = ['a.h5']\n", "augment: unknown augmentation preset"),
+    ("models = ['v1']\ndatasets = ['a.h5']\n[train]\nlearning_rate = -1\n", "train.learning_rate"),
+    ("models = ['v1']\ndatasets = ['a.h5']\n[train]\nlr_schedule = 'zigzag'\n", "train.lr_schedule"),
 ])
 def test_malformed_plan_one_line_error_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = write(tmp_path / "bad.toml", text)
@@ -181,11 +187,14 @@ def test_cli_bad_plan_exit_code_2_one_line(tmp_path: Path) -> None:
     assert str(path) in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_unknown_plan_extension_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown plan format"):
-        load_plan(write(tmp_path / "plan.ini", "x"))
-    with pytest.raises(ConfigError, match="plan file not found"):
-        load_plan(tmp_path / "nope.toml")
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("plan.ini", "x", "unknown plan format"),
+    ("nope.toml", None, "plan file not found"),
+])
+def test_unknown_plan_extension_and_missing_file(tmp_path: Path, name: str, text: str | None, message: str) -> None:
+    path = write(tmp_path / name, text) if text is not None else tmp_path / name
+    with pytest.raises(ConfigError, match=message):
+        load_plan(path)
 
 
 def test_run_name_is_path_safe() -> None:
@@ -355,6 +364,14 @@ def test_concurrent_prepare_cooks_each_file_once(tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: prepare_datasets(plan, cook_fn=cook), range(4)))
     assert len(cook.calls) == 1
+
+
+def test_recipe_datasets_are_named_by_the_store(tmp_path: Path) -> None:
+    from gtsrb_kit.store import enhanced_filename
+
+    plan = plan_from_dict({"datasets": [{"size": 24, "mode": "L-LHE", "roi": True}], "models": ["v1"]},
+                          run_dir=tmp_path)
+    assert plan.datasets[0].path.name == enhanced_filename(24, "L-LHE", True)
 
 
 def test_cli_dry_run_lists_runs(two_files: Path) -> None:
