@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from gtsrb_kit.cli import app
 from gtsrb_kit.errors import ConfigError
 from gtsrb_kit.slurm import SlurmError, slurm_script, submit, write_slurm_script
-from gtsrb_kit.sweep import load_plan, run_status
+from gtsrb_kit.plans import load_plan
+from gtsrb_kit.sweep import run_status
 
 runner = CliRunner()
 TINY_MODEL = "v1"  # small and fast at 24x24 for one epoch
