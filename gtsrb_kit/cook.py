@@ -25,6 +25,7 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -227,6 +228,9 @@ def _executor(workers: int) -> Iterator[cf.Executor | None]:
     # forkserver: forking this process is unsafe once it runs threads (TensorFlow, OpenCV's pool)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):  # Jupyter's __main__; multiprocessing reads it
+        main.__spec__ = None
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                   initargs=(os.getpid(),))
     for _ in range(workers):  # start them now: they get ready while this process reads the catalog
