@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -145,45 +145,6 @@ def _to_int(frame: pd.DataFrame, columns: list[str], csv_path: Path, problems: l
 _OFFICIAL_HEADER = ("Filename", *_CSV_COLUMNS)
 
 
-def _clean_official_csvs(csvs: list[tuple[str, Path]], *, tracks: bool = True) -> pd.DataFrame | None:
-    """Official annotation CSVs in one go, with integer columns (and ``track``/``frame``), when clean.
-
-    The common case, fast: one C-parser call over all rows (each line prefixed with its folder)
-    instead of a parse per file and string-to-number conversions. Returns None when anything is
-    unusual (another header, a non-numeric value, a file name that is not ``TTTTT_FFFFF.ext``):
-    the careful path then reads the files again and reports each problem row.
-    """
-    lines: list[str] = []
-    for folder, csv_path in csvs:
-        try:
-            text = csv_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-        rows = text.splitlines()
-        if not rows or tuple(c.strip() for c in rows[0].split(";")) != _OFFICIAL_HEADER:
-            return None
-        prefix = folder + ";"
-        lines.extend(prefix + row for row in rows[1:] if row.strip())
-    if not lines:
-        return None
-    names = ["folder", *_OFFICIAL_HEADER]
-    dtypes: dict[str, Any] = {"folder": str, "Filename": str} | dict.fromkeys(_CSV_COLUMNS, np.int64)
-    try:
-        frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=";", header=None, names=names, dtype=dtypes,
-                            keep_default_na=False, na_filter=False)
-    except (ValueError, pd.errors.ParserError):
-        return None
-    if not tracks:
-        return frame.drop(columns="folder").rename(columns=_CSV_COLUMNS)
-    try:
-        parts = [f.rpartition(".")[0].split("_") for f in frame["Filename"].tolist()]
-        frame["track"] = np.array([int(p[0]) for p in parts], dtype=np.int64)
-        frame["frame"] = np.array([int(p[1]) for p in parts], dtype=np.int64)
-    except (ValueError, IndexError):
-        return None
-    return frame.rename(columns=_CSV_COLUMNS)
-
-
 def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
     parts: list[pd.DataFrame] = []
     train_dir = root / OFFICIAL_TRAIN_DIR
@@ -195,9 +156,8 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
                 problems.append({"path": str(csv_path), "problem": "annotation CSV missing; images of this folder skipped"})
                 continue
             csvs.append((class_dir.name, csv_path))
-        frame = _clean_official_csvs(csvs) if csvs else None
-        clean = frame is not None
-        if frame is None and csvs:
+        frame = None
+        if csvs:
             # Read every class CSV first and convert once: per-folder pandas work dominates otherwise.
             per_class: list[pd.DataFrame] = []
             for folder, csv_path in csvs:
@@ -213,8 +173,7 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
             frame["rel_path"] = [f"{rel_dir}/{d}/{f}" for d, f in zip(frame["folder"].tolist(), frame["Filename"].tolist())]
             frame["path"] = _join_all(root, frame["rel_path"])
             frame["split"] = "train"
-            if not clean:
-                frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], train_dir, problems)
+            frame = _to_int(frame, [*_CSV_COLUMNS.values(), "track", "frame"], train_dir, problems)
             folder_id = pd.to_numeric(frame["folder"], errors="coerce")
             wrong = (folder_id.notna() & (folder_id != frame["class_id"])).to_numpy()
             for p, d in zip(frame.loc[wrong, "path"], frame.loc[wrong, "folder"]):
@@ -231,17 +190,14 @@ def _official(root: Path, problems: list[dict]) -> pd.DataFrame:
                 "problem": "test labels missing (GTSRB_Final_Test_GT.zip); test images skipped",
             })
         else:
-            frame = _clean_official_csvs([("", labels)], tracks=False)
-            clean = frame is not None
-            if frame is None:
-                frame = _read_csv(labels, ";", _OFFICIAL_HEADER).rename(columns=_CSV_COLUMNS)
+            frame = _read_csv(labels, ";", _OFFICIAL_HEADER).rename(columns=_CSV_COLUMNS)
             rel_dir = str(OFFICIAL_TEST_DIR)
             frame["rel_path"] = [f"{rel_dir}/{f}" for f in frame["Filename"].tolist()]
             frame["path"] = _join_all(root, frame["rel_path"])
             frame["track"] = -1
             frame["frame"] = -1
             frame["split"] = "test"
-            parts.append(frame if clean else _to_int(frame, list(_CSV_COLUMNS.values()), labels, problems))
+            parts.append(_to_int(frame, list(_CSV_COLUMNS.values()), labels, problems))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CATALOG_COLUMNS))
 
 
