@@ -201,7 +201,7 @@ def _enhance_chunk(sources: list[np.ndarray], size: int, modes: list[str], rows:
     for start in range(0, len(sources), group):
         part = sources[start:start + group]
         for i, image in enumerate(part):
-            resize_planes(image, (size,), out=[planes[i]])
+            resize_planes(image, size, out=planes[i])
         for mode, values in apply_modes(np.moveaxis(planes[:len(part)], 1, -1), per_group).items():
             pixels[mode][start:start + len(part)] = values
     if lhe:

@@ -145,60 +145,26 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4096)
-def _stacked_cols(n_in: int, sizes: tuple[int, ...]) -> np.ndarray:
-    """``(n_in, sum(sizes))``: the column matrices of several sizes, transposed and side by side,
-    scaled by 1/255 (the input is ``uint8``), so one product resizes the columns to every size."""
-    return np.ascontiguousarray(np.concatenate([resize_matrix(n_in, s) for s in sizes]).T * (1.0 / 255.0))
+def _column_matrix(n_in: int, size: int) -> np.ndarray:
+    """``resize_matrix(n_in, size).T / 255``: resizes the columns of a ``uint8`` image to [0, 1]."""
+    return np.ascontiguousarray(resize_matrix(n_in, size).T * (1.0 / 255.0))
 
 
-def resize_planes(image: np.ndarray, sizes: Sequence[int], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """:func:`resize_image` of one image to several sizes, as channel planes ``(C, s, s)``.
+def resize_planes(image: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`resize_image` of one image as channel planes ``(C, size, size)`` (into ``out`` if given).
 
-    The image is taken channel by channel (planes stacked): one product resizes the columns of
-    every plane to every size, then one batched product per size resizes the rows, straight into
-    its destination. Float64 throughout.
-
-    Args:
-        image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
-        sizes: Output sides.
-        out: Optional destinations, one C-contiguous float64 ``(C, s, s)`` array per size (e.g.
-            rows of a planar batch; ``C`` = 1 for a 2-D image).
-
-    Returns:
-        One float64 ``(C, s, s)`` array per size, in [0, 1] (``out`` if given).
+    The channels are stacked: one product resizes the columns of every plane, one batched
+    product the rows, straight into the destination. Float64 throughout; ``C`` = 1 for a 2-D image.
     """
     h, w = image.shape[:2]
-    sizes = tuple(int(s) for s in sizes)
     depth = image.shape[2] if image.ndim == 3 else 1
-    if out is None:
-        out = [np.empty((depth, s, s)) for s in sizes]
+    out = np.empty((depth, size, size)) if out is None else out
     planes = np.ascontiguousarray(image.transpose(2, 0, 1) if image.ndim == 3 else image[None], dtype=np.float64)
-    cols = (planes.reshape(depth * h, w) @ _stacked_cols(w, sizes)).reshape(depth, h, -1)
-    lo = float(image.min()) if image.size else 0.0
-    flat = bool(image.size) and lo == float(image.max())
-    start = 0
-    for k, s in enumerate(sizes):
-        np.matmul(resize_matrix(h, s), cols[:, :, start:start + s], out=out[k])
-        start += s
-        if flat:  # skimage clips to the input's range; only a flat image can drift from it
-            out[k].fill(lo / 255.0)
-    return list(out)
-
-
-def resize_many(image: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
-    """:func:`resize_image` of one image to several sizes (:func:`resize_planes`, interleaved).
-
-    Args:
-        image: ``(H, W, C)`` or ``(H, W)`` ``uint8`` image.
-        sizes: Output sides.
-
-    Returns:
-        One float64 array per size, ``(s, s, C)`` (or ``(s, s)``), in [0, 1].
-    """
-    planes = resize_planes(image, sizes)
-    if image.ndim == 2:
-        return [p[0] for p in planes]
-    return [np.ascontiguousarray(p.transpose(1, 2, 0)) for p in planes]
+    cols = (planes.reshape(depth * h, w) @ _column_matrix(w, size)).reshape(depth, h, size)
+    np.matmul(resize_matrix(h, size), cols, out=out)
+    if image.size and image.min() == image.max():  # skimage clips to the input's range; only a flat image drifts
+        out.fill(float(image.min()) / 255.0)
+    return out
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -206,19 +172,11 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
     ``skimage.transform.resize(image, (size, size))`` is a Gaussian (when shrinking, 'mirror'
     border) followed by bilinear interpolation, both linear along each axis: this computes it as
-    two matrix products (:func:`resize_matrix`).
-
-    Args:
-        image: ``(H, W, 3)`` (or ``(H, W)``) ``uint8`` image.
-        size: Output side.
-
-    Returns:
-        ``float64`` array ``(size, size, 3)`` (or ``(size, size)``), equal to
-        ``skimage.transform.resize(image, (size, size))`` up to float rounding (about 1e-15;
-        the result is not clipped to the input's range except for flat images, where rounding
-        would otherwise break the flatness).
+    two matrix products (:func:`resize_matrix`), equal to scikit-image up to float rounding (about
+    1e-15). A 2-D image gives a 2-D result.
     """
-    return resize_many(image, (size,))[0]
+    planes = resize_planes(image, int(size))
+    return planes[0] if image.ndim == 2 else np.ascontiguousarray(planes.transpose(1, 2, 0))
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -135,16 +135,16 @@ def test_enhance_single_image_shapes_roi_and_errors() -> None:
     assert E.mode_channels("RGB-HE") == 3 and E.mode_channels("L-CLAHE") == 1
 
 
-def test_resize_planes_matches_resize_image_and_fills_destinations() -> None:
+@pytest.mark.parametrize("shape", [(57, 40, 3), (20, 31, 3), (9, 70)], ids=["rgb", "flat", "gray"])
+@pytest.mark.parametrize("size", [24, 48])
+def test_resize_planes_matches_resize_image_and_fills_destinations(shape: tuple[int, ...], size: int) -> None:
     rng = np.random.default_rng(6)
-    flat = np.full((20, 31, 3), 77, np.uint8)
-    for image in (rng.integers(0, 256, (57, 40, 3), dtype=np.uint8), flat, rng.integers(0, 256, (9, 70), dtype=np.uint8)):
-        depth = image.shape[2] if image.ndim == 3 else 1
-        dest = [np.full((2, depth, s, s), -1.0) for s in (24, 48)]
-        out = E.resize_planes(image, (24, 48), out=[d[1] for d in dest])
-        for s, d, o, many in zip((24, 48), dest, out, E.resize_many(image, (24, 48))):
-            single = E.resize_image(image, s)
-            np.testing.assert_array_equal(d[1], single.reshape(s, s, depth).transpose(2, 0, 1))
-            np.testing.assert_array_equal(many, single)
-            assert np.shares_memory(o, d) and (d[0] == -1.0).all()
-    np.testing.assert_array_equal(E.resize_planes(flat, (16,))[0], np.full((3, 16, 16), 77 / 255.0))
+    image = np.full(shape, 77, np.uint8) if shape == (20, 31, 3) else rng.integers(0, 256, shape, dtype=np.uint8)
+    depth = image.shape[2] if image.ndim == 3 else 1
+    dest = np.full((2, depth, size, size), -1.0)
+    out = E.resize_planes(image, size, out=dest[1])
+    single = E.resize_image(image, size)
+    np.testing.assert_array_equal(dest[1], single.reshape(size, size, depth).transpose(2, 0, 1))
+    assert np.shares_memory(out, dest) and (dest[0] == -1.0).all()
+    if shape == (20, 31, 3):  # a flat image stays exactly flat
+        np.testing.assert_array_equal(out, np.full((3, size, size), 77 / 255.0))
