@@ -20,15 +20,10 @@ The output is byte-identical for the same inputs and arguments (no timestamps, f
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import contextlib
-import multiprocessing
 import os
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +59,7 @@ from gtsrb_kit.store import (
     read_info,
     stored_recipe,
 )
+from gtsrb_kit.workers import ordered, process_pool
 
 __all__ = ["MODES", "DEFAULT_MODES", "DEFAULT_SIZES", "CookResult", "cook_dataset", "COOK_ALGORITHM"]
 
@@ -118,42 +114,6 @@ class _Task:
 
 
 # --------------------------------------------------------------------------- worker side
-
-@contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """OpenCV and BLAS on one thread each: one process per core, and their threads cost more than
-    they save on arrays this small."""
-    import cv2
-    from threadpoolctl import threadpool_limits
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        cv2.setNumThreads(before)
-
-
-_worker_limits: contextlib.ExitStack | None = None
-
-
-def _init_worker(parent: int) -> None:
-    global _worker_limits
-    _worker_limits = contextlib.ExitStack()  # held for the worker's lifetime
-    _worker_limits.enter_context(_single_threaded())
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-
-
-def _exit_with(parent: int) -> None:
-    """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(1)
-
 
 def _scan(items: Sequence[tuple[str, tuple[int, int] | None]]) -> list[tuple[str | None, str | None]]:
     """``(digest, problem)`` of every ``(path, expected (width, height) or None)``."""
@@ -216,48 +176,6 @@ def _by_geometry(variants: Iterable[_Variant]) -> dict[tuple[int, bool], list[_V
     return groups
 
 
-# --------------------------------------------------------------------------- executor
-
-@contextlib.contextmanager
-def _executor(workers: int) -> Iterator[cf.Executor | None]:
-    """A process pool of ``workers`` processes, or None to run in this process (``workers`` = 1)."""
-    if workers <= 1:
-        with _single_threaded():
-            yield None
-        return
-    # forkserver: forking this process is unsafe once it runs threads (TensorFlow, OpenCV's pool)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    main = sys.modules["__main__"]
-    if not hasattr(main, "__spec__"):  # Jupyter's __main__; multiprocessing reads it
-        main.__spec__ = None
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                  initargs=(os.getpid(),))
-    for _ in range(workers):  # start them now: they get ready while this process reads the catalog
-        pool.submit(os.getpid)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _ordered(pool: cf.Executor | None, fn: Callable[[Any], Any], items: Iterable[Any], window: int) -> Iterator[tuple[Any, Any]]:
-    """``(item, fn(item))`` in order, with at most ``window`` items in flight (bounded memory)."""
-    if pool is None:
-        for item in items:
-            yield item, fn(item)
-        return
-    pending: collections.deque[tuple[Any, cf.Future]] = collections.deque()
-    for item in items:
-        pending.append((item, pool.submit(fn, item)))
-        if len(pending) >= window:
-            done, future = pending.popleft()
-            yield done, future.result()
-    while pending:
-        done, future = pending.popleft()
-        yield done, future.result()
-
-
 # --------------------------------------------------------------------------- planning
 
 def _variants(sizes: Sequence[int], modes: Sequence[str], roi_crop: bool) -> tuple[_Variant, ...]:
@@ -281,7 +199,7 @@ def _scan_rows(catalog: pd.DataFrame, rows: np.ndarray, pool: cf.Executor | None
     items = [(p, None if m else tuple(s)) for p, m, s in zip(catalog["path"].to_numpy()[rows].tolist(), meta, wh)]
     blocks = [items[i:i + _SCAN_BLOCK] for i in range(0, len(items), _SCAN_BLOCK)]
     scanned: list[tuple[str | None, str | None]] = []
-    for _, part in _ordered(pool, _scan, blocks, max(2, 2 * workers)):
+    for _, part in ordered(pool, _scan, blocks, max(2, 2 * workers)):
         scanned.extend(part)
         report(progress, "scanning images", len(scanned), len(items))
     return scanned
@@ -372,7 +290,7 @@ def _cook_files(variants: tuple[_Variant, ...], plan: SplitPlan, catalog: pd.Dat
         done = 0
         report(progress, "cooking", 0, total)
         tasks = _tasks(plan, catalog, variants)
-        for task, chunks in _ordered(pool, _cook_chunk, tasks, max(2, workers * _IN_FLIGHT_PER_WORKER)):
+        for task, chunks in ordered(pool, _cook_chunk, tasks, max(2, workers * _IN_FLIGHT_PER_WORKER)):
             for name, encoded in chunks.items():
                 writers[name].write_chunk(task.split, task.chunk, encoded)
             done += len(task.paths)
@@ -486,7 +404,7 @@ def cook_dataset(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    with _executor(workers) as pool:
+    with process_pool(workers, preload=__name__) as pool:
         catalog = read_catalog(root, strict=strict, verify="none", progress=progress)
         if not (catalog["split"] == "train").any():
             raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")

@@ -23,7 +23,6 @@ import math
 import os
 import textwrap
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path, write_json
 from gtsrb_kit.plotting import pyplot, save_png
 from gtsrb_kit.progress import ProgressCallback, report
+from gtsrb_kit.workers import ordered, process_pool
 
 #: Files :func:`write_stats` writes (plots only with ``plots=True``).
 DATA_FILES: tuple[str, ...] = ("stats.json", "classes.csv", "images.csv")
@@ -77,9 +77,6 @@ def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, in
 
 def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     """Measures of many images: (n, 5) float array, hashes, error texts ('' when fine)."""
-    import cv2
-
-    cv2.setNumThreads(1)
     values = np.full((len(paths), 5), np.nan)
     hashes = [""] * len(paths)
     errors = [""] * len(paths)
@@ -115,17 +112,11 @@ def measure_images(
     results: list[tuple[np.ndarray, list[str], list[str]]] = []
     done = 0
     report(progress, "measuring images", 0, total)
-    if workers <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            results.append(_measure_chunk(chunk))
+    with process_pool(workers if len(chunks) > 1 else 1, preload=__name__) as pool:
+        for chunk, result in ordered(pool, _measure_chunk, chunks, max(2, 2 * workers)):
+            results.append(result)
             done += len(chunk)
             report(progress, "measuring images", done, total)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for chunk, result in zip(chunks, pool.map(_measure_chunk, chunks)):
-                results.append(result)
-                done += len(chunk)
-                report(progress, "measuring images", done, total)
     values = np.concatenate([r[0] for r in results]) if results else np.empty((0, 5))
     return pd.DataFrame({
         "brightness": values[:, 0], "contrast": values[:, 1], "sharpness": values[:, 2],

@@ -1,0 +1,96 @@
+"""Worker processes for the per-image work of :mod:`gtsrb_kit.cook` and :mod:`gtsrb_kit.stats`.
+
+One way to run them: a standard :class:`concurrent.futures.ProcessPoolExecutor` whose workers
+come from a forkserver (forking a process that already runs threads, TensorFlow's or OpenCV's,
+can deadlock), run OpenCV and BLAS on one thread each (one process per core), and end when their
+parent ends, also when it is killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+_worker_limits: contextlib.ExitStack | None = None
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """OpenCV and BLAS on one thread each: their threads cost more than they save on small arrays."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _init_worker(parent: int) -> None:
+    global _worker_limits
+    _worker_limits = contextlib.ExitStack()  # held for the worker's lifetime
+    _worker_limits.enter_context(single_threaded())
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+
+
+@contextlib.contextmanager
+def process_pool(workers: int, *, preload: str) -> Iterator[cf.Executor | None]:
+    """A pool of ``workers`` processes with ``preload`` imported, or None (run here) for ``workers`` <= 1.
+
+    The workers start at once, so they get ready while the caller does its own first work.
+    """
+    if workers <= 1:
+        with single_threaded():
+            yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([preload])
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):  # Jupyter's __main__; multiprocessing reads it
+        main.__spec__ = None
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                  initargs=(os.getpid(),))
+    for _ in range(workers):
+        pool.submit(os.getpid)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ordered(pool: cf.Executor | None, fn: Callable[[Any], Any], items: Iterable[Any], window: int) -> Iterator[tuple[Any, Any]]:
+    """``(item, fn(item))`` in order, with at most ``window`` items in flight (bounded memory)."""
+    if pool is None:
+        for item in items:
+            yield item, fn(item)
+        return
+    pending: collections.deque[tuple[Any, cf.Future]] = collections.deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            done, future = pending.popleft()
+            yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
