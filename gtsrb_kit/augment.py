@@ -20,7 +20,6 @@ import numpy as np
 
 from gtsrb_kit.errors import ConfigError
 
-PRESETS: tuple[str, ...] = ("none", "fidle", "strong")
 DEFAULT_PRESET = "strong"
 # accepted ``path`` values and the implementation each names: ``auto`` and ``batch`` stay valid
 # so that existing command lines and run configs keep working
@@ -52,6 +51,7 @@ PRESET_PARAMS: dict[str, AugmentParams] = {
                             brightness=0.25, contrast=0.25, blur_p=0.2, noise_p=0.3, noise_std=(3.0, 10.0),
                             occlusion_p=0.3, occlusion_size=(0.1, 0.3)),
 }
+PRESETS: tuple[str, ...] = tuple(PRESET_PARAMS)
 
 
 def check_preset(preset: str) -> str:

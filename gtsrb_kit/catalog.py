@@ -244,12 +244,18 @@ def _check_images(frame: pd.DataFrame, verify: Verify, problems: list[dict], pro
         if i % 500 == 0:
             report(progress, "checking images", i, total)
         try:
-            with Image.open(path) as image:
-                size = image.size
-                if verify == "full":
-                    image.load()
+            if verify == "full":  # the package's one decoder, as cook and stats read the file
+                height, width = decode_image_bytes(Path(path).read_bytes(), path).shape[:2]
+                size = (width, height)
+            else:
+                with Image.open(path) as image:
+                    size = image.size
         except FileNotFoundError:
             problems.append({"path": path, "problem": "file missing"})
+            keep[i] = False
+            continue
+        except DataError as exc:
+            problems.append({"path": path, "problem": str(exc).removeprefix(f"{path}: ")})
             keep[i] = False
             continue
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

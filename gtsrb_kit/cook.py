@@ -41,6 +41,7 @@ from gtsrb_kit.enhance import (
     check_mode,
     check_size,
     crop_roi,
+    mode_channels,
     rank_equalize,
     resize_planes,
 )
@@ -155,7 +156,7 @@ def _enhance_chunk(sources: list[np.ndarray], size: int, modes: list[str], rows:
     """
     lhe = "L-LHE" in modes
     per_group = [m for m in modes if m != "L-LHE"] + (["L"] if lhe and "L" not in modes else [])
-    pixels = {m: np.zeros((rows, size, size, 3 if m.startswith("RGB") else 1), np.uint8) for m in [*per_group, *modes]}
+    pixels = {m: np.zeros((rows, size, size, mode_channels(m)), np.uint8) for m in [*per_group, *modes]}
     group = max(1, _GROUP_PIXELS // (size * size))
     planes = np.empty((group, 3, size, size))
     for start in range(0, len(sources), group):

@@ -223,12 +223,11 @@ def _num(value: Any) -> float | None:
     return value
 
 
-def _run_folders(run_dir: Path) -> list[tuple[str, dict[str, Any] | None]]:
+def _run_folders(run_dir: Path, plan: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
     """(run name, planned run entry or None), plan order first, then other run folders found on disk."""
-    plan = read_json(run_dir / PLAN_FILE)
     entries: list[tuple[str, dict[str, Any] | None]] = []
     seen: set[str] = set()
-    if plan and isinstance(plan.get("runs"), list):
+    if isinstance(plan.get("runs"), list):
         for entry in plan["runs"]:
             if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] not in seen:
                 entries.append((entry["name"], entry))
@@ -243,8 +242,7 @@ def _run_folders(run_dir: Path) -> list[tuple[str, dict[str, Any] | None]]:
     return entries
 
 
-def _planned_dataset_paths(run_dir: Path) -> dict[str, str]:
-    plan = read_json(run_dir / PLAN_FILE) or {}
+def _planned_dataset_paths(plan: dict[str, Any]) -> dict[str, str]:
     out = {}
     for d in plan.get("datasets", []) if isinstance(plan.get("datasets"), list) else []:
         if not isinstance(d, dict):
@@ -268,9 +266,10 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run folder; run 'gtsrb-kit sweep PLAN --run-dir {run_dir}' first")
-    datasets = _planned_dataset_paths(run_dir)
+    plan = read_json(run_dir / PLAN_FILE) or {}
+    datasets = _planned_dataset_paths(plan)
     rows = []
-    for name, planned in _run_folders(run_dir):
+    for name, planned in _run_folders(run_dir, plan):
         folder = run_dir / name
         metrics = read_json(folder / METRICS_FILE) or {}
         record = read_json(folder / RUN_FILE) or {}

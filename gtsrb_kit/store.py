@@ -13,7 +13,8 @@ One file holds one variant (an image size and an enhancement mode). Schema versi
   ``recipe`` (JSON of every parameter; used to skip files that are already up to date) and a few
   counts (``dropped_duplicate_tracks``, ``skipped_images``).
 
-Loaders read lazily through h5py, so files larger than memory work::
+``load_split`` reads through h5py (all of a split, or the rows asked for); ``tf_dataset``, the
+pipeline training uses, holds the split in memory::
 
     from gtsrb_kit.store import load_split, tf_dataset
     x, y = load_split("data/set-48x48-RGB.h5", "train")            # uint8 NHWC, int64
@@ -34,6 +35,7 @@ import h5py
 import numpy as np
 
 from gtsrb_kit import __version__
+from gtsrb_kit.enhance import mode_channels
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import atomic_path, remove_stale_temporaries
 
@@ -118,7 +120,7 @@ class VariantWriter:
     def __init__(self, path: str | Path, *, size: int, mode: str, columns: dict[str, SplitColumns],
                  attrs: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.shape = (int(size), int(size), 3 if mode.startswith("RGB") else 1)
+        self.shape = (int(size), int(size), mode_channels(mode))
         self.columns = columns
         self.attrs = attrs
         self._stack = contextlib.ExitStack()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gtsrb_kit.classes import NUM_CLASSES
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import sha256_file
 from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model
@@ -230,7 +231,7 @@ def _read_data(data: Path) -> _Data:
                                 "(the best checkpoint is chosen on validation accuracy)")
             raise DataError(f"{data}: has no {split} images; re-cook it with 'gtsrb-kit cook'")
     names = info.get("class_names")
-    num_classes = len(names) if isinstance(names, list) and names else 43
+    num_classes = len(names) if isinstance(names, list) and names else NUM_CLASSES
     return _Data(info, tuple(info["splits"]["train"]["shape"][1:]),
                  [str(n) for n in names or []] or [str(i) for i in range(num_classes)],
                  {s: info["splits"][s]["count"] for s in ("train", "val", "test")})
