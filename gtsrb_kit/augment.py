@@ -294,9 +294,8 @@ def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augmen
                  class_names: Any = None) -> Any:
     """Write a PNG grid and return its path: ``per_class`` originals of each of ``classes`` (default: all),
     each followed by ``draws`` augmented versions (``augment``, ``seed``, ``path``: see :func:`make_augmenter`)."""
-    from gtsrb_kit.plotting import pyplot, save_png
+    from gtsrb_kit.plotting import image_grid
 
-    plt = pyplot()
     aug = make_augmenter(augment, seed=seed, path=path)
     labels = np.asarray(labels)
     chosen = sorted(set(labels.tolist())) if classes is None else [int(c) for c in classes]
@@ -305,19 +304,8 @@ def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augmen
         raise ConfigError(f"classes {chosen}: not in the data, so there are no images to preview; choose others")
     originals = np.asarray(images)[idx]
     grid = np.stack([originals] + [aug(originals, counter=d) for d in range(draws)], axis=1)
-    fig, axes = plt.subplots(len(idx), draws + 1, figsize=((draws + 1) * 1.1, len(idx) * 1.1 + 0.4), squeeze=False)
-    gray = originals.shape[-1] == 1
-    for r, cls in enumerate(int(labels[i]) for i in idx):
-        for c, img in enumerate(grid[r]):
-            ax = axes[r][c]
-            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255)
-            ax.set(xticks=[], yticks=[])
-            if c == 0:
-                ax.set_ylabel(f"{cls}", fontsize=7, rotation=0, labelpad=10)
-                if class_names is not None and cls < len(class_names) and class_names[cls]:
-                    ax.set_title(str(class_names[cls])[:28], fontsize=4.5)
-            elif r == 0:
-                ax.set_title(f"draw {c}", fontsize=6)
-    fig.suptitle(f"augmentation {aug.preset} ({aug.path} path, seed {seed}); first column: original", fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, out_png, dpi=110)
+    names = [str(class_names[c])[:11] if class_names is not None and c < len(class_names) else ""
+             for c in (int(labels[i]) for i in idx)]
+    cells = [f"class {labels[i]}\n{name}" if d == 0 else f"draw {d}" for i, name in zip(idx, names) for d in range(draws + 1)]
+    return image_grid(list(grid.reshape(-1, *grid.shape[2:])), cells, out_png, cols=draws + 1, cell=64,
+                      title=f"augmentation {aug.preset} ({aug.path} path, seed {seed}); first column: original")

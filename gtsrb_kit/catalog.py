@@ -243,37 +243,32 @@ def _check_images(frame: pd.DataFrame, verify: Verify, problems: list[dict], pro
     for i, (path, split) in enumerate(zip(frame["path"], frame["split"])):
         if i % 500 == 0:
             report(progress, "checking images", i, total)
-        try:
-            if verify == "full":  # the package's one decoder, as cook and stats read the file
-                height, width = decode_image_bytes(Path(path).read_bytes(), path).shape[:2]
-                size = (width, height)
-            else:
-                with Image.open(path) as image:
-                    size = image.size
-        except FileNotFoundError:
-            problems.append({"path": path, "problem": "file missing"})
-            keep[i] = False
-            continue
-        except DataError as exc:
-            problems.append({"path": path, "problem": str(exc).removeprefix(f"{path}: ")})
-            keep[i] = False
-            continue
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            problems.append({"path": path, "problem": f"unreadable image ({_first_line(exc)})"})
-            keep[i] = False
-            continue
-        if split == "meta":
+        size, problem = _image_size(path, verify)
+        if split == "meta" and problem is None:
             widths[i], heights[i] = size
-        elif size != (widths[i], heights[i]):
-            problems.append({
-                "path": path,
-                "problem": f"image is {size[0]}x{size[1]} but the CSV says {widths[i]}x{heights[i]}",
-            })
+        elif problem is None and size != (widths[i], heights[i]):
+            problem = f"image is {size[0]}x{size[1]} but the CSV says {widths[i]}x{heights[i]}"
+        if problem is not None:
+            problems.append({"path": path, "problem": problem})
             keep[i] = False
     report(progress, "checking images", total, total)
     frame["width"] = widths
     frame["height"] = heights
     return keep
+
+
+def _image_size(path: str, verify: Verify) -> tuple[tuple[int, int], str | None]:
+    """``((width, height), problem)`` from the header (``verify="header"``) or a full decode."""
+    if verify == "full":  # the package's one decoder, as cook and stats read the file
+        _, image, problem = inspect_image(path)
+        return (0, 0) if image is None else (image.shape[1], image.shape[0]), problem
+    try:
+        with Image.open(path) as image:
+            return image.size, None
+    except FileNotFoundError:
+        return (0, 0), "file missing"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return (0, 0), f"unreadable image ({_first_line(exc)})"
 
 
 def _drop(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
@@ -416,6 +411,27 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{name}: unreadable image ({_first_line(exc)}); re-download or remove it") from None
+
+
+def inspect_image(path: str, expect: tuple[int, int] | None = None) -> tuple[bytes | None, np.ndarray | None, str | None]:
+    """Read and decode one image file without raising: ``(file bytes, RGB array, problem)``.
+
+    ``problem`` is None for a good image, else what is wrong with it: missing, unreadable, not an
+    image, or (with ``expect`` = its CSV's ``(width, height)``) of another size.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, None, "file missing"
+    except OSError as exc:
+        return None, None, f"unreadable file ({exc.strerror or exc})"
+    try:
+        image = decode_image_bytes(data, path)
+    except DataError as exc:
+        return data, None, str(exc).removeprefix(f"{path}: ")
+    if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
+        return data, image, f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}"
+    return data, image, None
 
 
 def image_digest(data: bytes) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gtsrb_kit.catalog import decode_image_bytes, image_digest, read_catalog, shared_digests
+from gtsrb_kit.catalog import decode_image_bytes, image_digest, inspect_image, read_catalog, shared_digests
 from gtsrb_kit.classes import CLASS_NAMES
 from gtsrb_kit.enhance import (
     DEFAULT_MODES,
@@ -118,21 +118,10 @@ class _Task:
 
 def _scan(items: Sequence[tuple[str, tuple[int, int] | None]]) -> list[tuple[str | None, str | None]]:
     """``(digest, problem)`` of every ``(path, expected (width, height) or None)``."""
-    out: list[tuple[str | None, str | None]] = []
+    out = []
     for path, expect in items:
-        try:
-            data = Path(path).read_bytes()
-            image = decode_image_bytes(data, path)
-        except OSError as exc:
-            out.append((None, f"unreadable file ({exc.strerror or exc})"))
-            continue
-        except DataError as exc:
-            out.append((image_digest(data), str(exc).removeprefix(f"{path}: ")))
-            continue
-        problem = None
-        if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
-            problem = f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}"
-        out.append((image_digest(data), problem))
+        data, _, problem = inspect_image(path, expect)
+        out.append((None if data is None else image_digest(data), problem))
     return out
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import write_text_atomic
-from gtsrb_kit.plotting import pyplot, save_png
+from gtsrb_kit.plotting import image_grid, pyplot, save_png
 from gtsrb_kit.runs import CONFIG_FILE, read_json, read_keras_metadata, write_json
 
 _NO_MODEL = "no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)"
@@ -135,28 +135,14 @@ def plot_confusion(cm: np.ndarray, out_png: Path, title: str) -> Path:
 def plot_worst(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], out_png: Path,
                count: int = 24) -> Path:
     """The misclassified images with the most confident wrong predictions, with true/predicted names."""
-    plt = pyplot()
-
     y_pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
     order = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:count]
-    cols = 6
-    rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.1, rows * 2.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    gray = x.shape[-1] == 1
-    for ax, i in zip(axes.flat, order):
-        img = x[i][..., 0] if gray else x[i]
-        ax.imshow(img, cmap="gray" if gray else None, vmin=0, vmax=255)
-        t, p = int(y_true[i]), int(y_pred[i])
-        ax.set_title(f"true {t}: {class_names[t][:22]}\npred {p}: {class_names[p][:22]}\np={probs[i, p]:.2f}",
-                     fontsize=6)
-    if not len(order):
-        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-    fig.suptitle(f"{len(wrong)} misclassified; the {len(order)} most confident mistakes", fontsize=9)
-    fig.tight_layout()
-    return save_png(fig, out_png)
+    labels = [f"true {y_true[i]}: {class_names[y_true[i]][:14]}\npred {y_pred[i]}: {class_names[y_pred[i]][:14]}"
+              f"\np={probs[i, y_pred[i]]:.2f}" for i in order]
+    title = f"{len(wrong)} misclassified; the {len(order)} most confident mistakes" if len(wrong) else \
+        "no misclassified images"
+    return image_grid([x[i] for i in order], labels, out_png, title=title, cols=6, cell=140)
 
 
 def evaluate(

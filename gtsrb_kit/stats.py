@@ -19,7 +19,6 @@ full benchmark (25,700 images) takes seconds.
 
 from __future__ import annotations
 
-import math
 import os
 import textwrap
 import time
@@ -29,13 +28,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from gtsrb_kit.catalog import decode_image_bytes, image_digest, shared_digests
+from gtsrb_kit.catalog import image_digest, inspect_image, load_image, shared_digests
 from gtsrb_kit.classes import NUM_CLASSES, class_name
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path, write_json
-from gtsrb_kit.plotting import pyplot, save_png
+from gtsrb_kit.plotting import image_grid, pyplot, save_png
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.workers import ordered, process_pool
 
@@ -62,51 +60,57 @@ def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, in
         (low = blurry), the decoded size and the SHA-256 of the file's bytes.
 
     Raises:
-        OSError: the file cannot be read.
-        DataError: the file is not a decodable image.
+        DataError: the file is missing, unreadable or not a decodable image.
     """
+    data, rgb, problem = inspect_image(str(path))
+    if rgb is None:
+        raise DataError(f"{path}: {problem}")
+    return (*_measures(rgb), rgb.shape[1], rgb.shape[0], image_digest(data))
+
+
+def _measures(rgb: np.ndarray) -> tuple[float, float, float]:
     import cv2
 
-    data = Path(path).read_bytes()
-    rgb = np.ascontiguousarray(decode_image_bytes(data, str(path)))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     mean, std = cv2.meanStdDev(gray)
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_64F))
-    return float(mean[0, 0]), float(std[0, 0]), float(lap_std[0, 0]) ** 2, rgb.shape[1], rgb.shape[0], image_digest(data)
+    return float(mean[0, 0]), float(std[0, 0]), float(lap_std[0, 0]) ** 2
 
 
-def _measure_chunk(paths: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Measures of many images: (n, 5) float array, hashes, error texts ('' when fine)."""
-    values = np.full((len(paths), 5), np.nan)
-    hashes = [""] * len(paths)
-    errors = [""] * len(paths)
-    for i, path in enumerate(paths):
-        try:
-            *values[i], hashes[i] = measure_image(path)
-        except DataError as exc:
-            errors[i] = str(exc).removeprefix(f"{path}: ")
-        except OSError as exc:
-            errors[i] = f"unreadable image ({exc.strerror or exc})"
+def _measure_chunk(items: list[tuple[str, tuple[int, int] | None]]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Measures of many ``(path, expected size)``: (n, 3) float array, hashes, problems ('' when fine)."""
+    values = np.full((len(items), 3), np.nan)
+    hashes = [""] * len(items)
+    errors = [""] * len(items)
+    for i, (path, expect) in enumerate(items):
+        data, rgb, problem = inspect_image(path, expect)
+        if data is not None:
+            hashes[i] = image_digest(data)
+        if problem is None:
+            values[i] = _measures(rgb)
+        errors[i] = problem or ""
     return values, hashes, errors
 
 
 def measure_images(
-    paths: list[str], *, workers: int | None = None, progress: ProgressCallback | None = None
+    paths: list[str], *, sizes: list[tuple[int, int]] | None = None, workers: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Measure many images (see :func:`measure_image`), in a process pool when worth it.
 
     Args:
         paths: Image files.
+        sizes: Their expected ``(width, height)``: another size counts as an error.
         workers: Processes; ``None`` = one per CPU (at most 8), ``0`` or ``1`` = in this process.
         progress: Optional ``progress(description, completed, total)`` callback.
 
     Returns:
-        A DataFrame aligned with ``paths``: ``brightness``, ``contrast``, ``sharpness``,
-        ``decoded_width``, ``decoded_height`` (NaN for unreadable files), ``sha256`` and
-        ``error`` ('' when fine).
+        A DataFrame aligned with ``paths``: ``brightness``, ``contrast``, ``sharpness`` (NaN
+        for bad images), ``sha256`` and ``error`` ('' when fine).
     """
     total = len(paths)
-    chunks = [paths[i:i + _CHUNK] for i in range(0, total, _CHUNK)]
+    items = list(zip(paths, sizes or [None] * total))
+    chunks = [items[i:i + _CHUNK] for i in range(0, total, _CHUNK)]
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if total >= _POOL_MIN_IMAGES else 1
     results: list[tuple[np.ndarray, list[str], list[str]]] = []
@@ -117,10 +121,9 @@ def measure_images(
             results.append(result)
             done += len(chunk)
             report(progress, "measuring images", done, total)
-    values = np.concatenate([r[0] for r in results]) if results else np.empty((0, 5))
+    values = np.concatenate([r[0] for r in results]) if results else np.empty((0, 3))
     return pd.DataFrame({
         "brightness": values[:, 0], "contrast": values[:, 1], "sharpness": values[:, 2],
-        "decoded_width": values[:, 3], "decoded_height": values[:, 4],
         "sha256": [h for r in results for h in r[1]], "error": [e for r in results for e in r[2]],
     })
 
@@ -200,17 +203,11 @@ def _measure_catalog(catalog: pd.DataFrame, *, workers: int | None, strict: bool
     if images.empty:
         raise DataError(f"{catalog.attrs.get('root', 'catalog')}: no training or test images to measure; "
                         "check --root")
-    measures = measure_images(list(images["path"]), workers=workers, progress=progress)
-    per_image = pd.concat([images, measures], axis=1)
     # The catalog may have been read without opening the images (verify="none"): the decoded
     # size is checked here instead, at no extra cost.
-    wrong_size = (per_image["error"] == "") & (
-        (per_image["decoded_width"] != per_image["width"]) | (per_image["decoded_height"] != per_image["height"]))
-    per_image.loc[wrong_size, "error"] = [
-        f"image is {int(w)}x{int(h)} but the CSV says {cw}x{ch}"
-        for w, h, cw, ch in zip(per_image.loc[wrong_size, "decoded_width"], per_image.loc[wrong_size, "decoded_height"],
-                                per_image.loc[wrong_size, "width"], per_image.loc[wrong_size, "height"])]
-    per_image = per_image.drop(columns=["decoded_width", "decoded_height"])
+    sizes = list(zip(images["width"].tolist(), images["height"].tolist()))
+    measures = measure_images(list(images["path"]), sizes=sizes, workers=workers, progress=progress)
+    per_image = pd.concat([images, measures], axis=1)
     per_image["aspect"] = (per_image["width"] / per_image["height"]).round(4)
     per_image["roi_width"] = per_image["roi_x2"] - per_image["roi_x1"] + 1
     per_image["roi_height"] = per_image["roi_y2"] - per_image["roi_y1"] + 1
@@ -327,54 +324,14 @@ def compute_stats(
 # --------------------------------------------------------------------------- writing
 
 
-def _thumb(path: str, cell: int) -> np.ndarray:
-    """The image letterboxed into a ``cell`` x ``cell`` RGB square (nearest-neighbour upscale)."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = cell / max(image.size)
-            size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-            image = image.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
-    except (OSError, ValueError, SyntaxError):
-        return np.full((cell, cell, 3), 128, np.uint8)
-    canvas = np.full((cell, cell, 3), 255, np.uint8)
-    y, x = (cell - size[1]) // 2, (cell - size[0]) // 2
-    canvas[y:y + size[1], x:x + size[0]] = np.asarray(image)
-    return canvas
-
-
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the small bitmap font
-        return ImageFont.load_default()
-
-
-def _grid_image(paths: list[str], labels: list[str], title: str, *, cols: int, cell: int = 88) -> Image.Image:
-    """The images as a labelled mosaic (drawn with Pillow: 10x faster than 43 matplotlib axes)."""
-    from PIL import ImageDraw
-
-    rows = max(1, math.ceil(len(paths) / cols))
-    title_h = 30
-    label_h = 6 + 12 * max((label.count("\n") + 1 for label in labels), default=1)
-    mosaic = Image.new("RGB", (cols * cell, title_h + rows * (cell + label_h)), "white")
-    draw = ImageDraw.Draw(mosaic)
-    draw.text((mosaic.width // 2, 8), title, fill="black", font=_font(16), anchor="mt")
-    small = _font(10)
-    for i, (path, label) in enumerate(zip(paths, labels)):
-        r, c = divmod(i, cols)
-        top = title_h + r * (cell + label_h)
-        mosaic.paste(Image.fromarray(_thumb(path, cell - 6)), (c * cell + 3, top + 3))
-        draw.multiline_text((c * cell + cell // 2, top + cell + 1), label, fill="black", font=small, anchor="ma",
-                            align="center", spacing=1)
-    return mosaic
-
-
-def _save_image(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+def _grid(paths: list[str], labels: list[str], out: Path, title: str, cols: int) -> None:
+    images = []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+        except DataError:
+            images.append(None)
+    image_grid(images, labels, out, title=title, cols=cols)
 
 
 def _wrap(text: str, width: int = 16, lines: int = 4) -> str:
@@ -490,7 +447,7 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
         save_png(fig, out / name)
         mark(name)
     paths, labels = _sample_per_class(pi)
-    _save_image(_grid_image(paths, labels, "One sample per class", cols=9), out / "samples.png")
+    _grid(paths, labels, out / "samples.png", "One sample per class", cols=9)
     mark("samples.png")
     save_png(_brightness_figure(plt, pc), out / "brightness.png")
     mark("brightness.png")
@@ -506,7 +463,7 @@ def _write_plots(stats: DatasetStats, out: Path, progress: ProgressCallback | No
         for it in items:
             value = f"{it['width']}x{it['height']}" if fmt is None else fmt.format(it[_value_key(it)])
             labs.append(f"class {it['class_id']} ({it['split']})\n{value}")
-        _save_image(_grid_image([by_rel[it["rel_path"]] for it in items], labs, title, cols=8), out / name)
+        _grid([by_rel[it["rel_path"]] for it in items], labs, out / name, title, cols=8)
         mark(name)
     return written
 
