@@ -1,26 +1,9 @@
-"""Read a GTSRB tree into one pandas DataFrame: the single truth about its images.
+"""Read a GTSRB tree (official or Kaggle layout) into one pandas DataFrame: the single truth
+about its images, and the one image decoder of the package.
 
-Two layouts are understood:
-
-* **official** (what the archives from the benchmark's site unpack to)::
-
-    ROOT/GTSRB/Final_Training/Images/000CC/TTTTT_FFFFF.ppm + GT-000CC.csv
-    ROOT/GTSRB/Final_Test/Images/NNNNN.ppm + GT-final_test.test.csv
-    ROOT/GT-final_test.csv                      (test labels)
-
-* **kaggle** (the "GTSRB - German Traffic Sign Recognition Benchmark" repackaging)::
-
-    ROOT/Train.csv, ROOT/Test.csv, ROOT/Meta.csv with a ``Path`` column, PNG images
-
-Every row is one image. Columns (see :data:`CATALOG_COLUMNS`): ``split`` (train/test/meta),
-``path`` (absolute), ``rel_path``, ``class_id``, ``class_name``, ``width``, ``height``,
-``roi_x1``, ``roi_y1``, ``roi_x2``, ``roi_y2`` (inclusive pixel corners, as in the CSVs),
-``track`` and ``frame`` (training images; -1 elsewhere) and ``track_id`` (unique over all
-classes: ``class_id * 100000 + track``; -1 outside training).
-
-Problems (missing files, sizes that disagree with the CSV, unknown class ids, duplicate rows,
-unreadable images) exclude the row and are listed in ``df.attrs["problems"]`` as dicts with
-``path`` and ``problem``; ``strict=True`` raises :class:`~gtsrb_kit.errors.DataError` instead.
+Every row is one image (columns: :data:`CATALOG_COLUMNS`). Problems (missing files, sizes that
+disagree with the CSV, unknown class ids, duplicate rows, unreadable images) exclude the row and
+are listed in ``df.attrs["problems"]`` (``path``, ``problem``); ``strict=True`` raises instead.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """Cook enhanced datasets: one HDF5 file per (size, mode) variant, written in parallel.
 
-How it runs:
-
-1. read the catalog (:func:`gtsrb_kit.catalog.read_catalog`) and plan the track-wise split
-   (:mod:`gtsrb_kit.split`);
-2. scan every image used in worker processes: its content digest and whether it decodes to the
-   size its CSV row gives. The digests and the catalog rows make the source fingerprint of each
-   variant's recipe; files already complete with the same recipe are skipped (``force``
-   rebuilds them). Unreadable images are left out (``strict``: the first one is an error);
-3. unless ``keep_test_duplicates``, drop training tracks holding an image byte-identical to a
-   selected test image (:func:`gtsrb_kit.catalog.shared_digests`);
-4. cut every split into chunks (:func:`gtsrb_kit.store.chunk_rows`); workers decode each image of
-   a chunk once, produce every variant (:mod:`gtsrb_kit.enhance`) and encode it; this process
-   writes the chunks in order (:class:`gtsrb_kit.store.VariantWriter`, atomic per file), with a
-   bounded number of chunks in flight, so memory does not grow with the dataset.
-
-The output is byte-identical for the same inputs and arguments (no timestamps, fixed order).
+Worker processes scan every image (digest, size check), then decode each chunk of images once
+and produce every variant from it; this process writes the chunks in order, atomically per file.
+Files already complete with the same recipe are skipped. The output is byte-identical for the
+same inputs and arguments. The steps are described in ``docs/cook.md``.
 """
 
 from __future__ import annotations

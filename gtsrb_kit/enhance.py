@@ -1,33 +1,8 @@
-"""Image enhancement modes of the course recipe, fast and faithful.
+"""Image enhancement modes of the course recipe (resize, then RGB, RGB-HE, L, L-HE, L-LHE or
+L-CLAHE), computed on batches of same-sized images and returned as ``uint8``.
 
-The course prepares each image with scikit-image: ``resize(img, (s, s))`` (Gaussian anti-aliasing
-when shrinking, then bilinear interpolation), then one of these modes:
-
-========== ==================================================================================
-``RGB``     the resized colour image
-``RGB-HE``  ``rgb2hsv``, ``equalize_hist`` of the V channel, ``hsv2rgb``
-``L``       ``rgb2gray``
-``L-HE``    ``equalize_hist(rgb2gray(img))`` (global histogram equalization)
-``L-LHE``   ``rank.equalize(img_as_ubyte(rgb2gray(img)), disk(10))`` (local equalization)
-``L-CLAHE`` ``equalize_adapthist(rgb2gray(img))`` (contrast-limited adaptive equalization)
-========== ==================================================================================
-
-This module computes the same results on batches of same-sized images, without scikit-image's
-per-call overhead, and returns ``uint8`` (``round(255 * value)``):
-
-* :func:`resize_planes` folds the anti-aliasing Gaussian (mirror border) and the bilinear taps of
-  each axis into one cached matrix and resizes with two float64 matrix products;
-* :func:`equalize_hist_batch` replicates ``np.histogram`` / ``np.interp`` bin for bin, vectorised
-  over the batch; ``RGB-HE`` scales RGB by ``V' / V`` (what HSV round-tripping does, without it);
-* :func:`rank_equalize` counts, for every pixel, the disk neighbours not brighter than it with
-  one comparison per disk offset over a mosaic of the whole batch;
-* ``L-CLAHE`` calls scikit-image per image.
-
-:func:`course_enhance` is the straightforward scikit-image implementation, kept as the reference
-for tests and the benchmark. Stated tolerance against it (after ``round(255 * x)``): ``RGB``,
-``RGB-HE``, ``L`` and ``L-HE`` are within 1 grey level on every pixel (rounding of values that sit
-on a half level); ``L-LHE`` and ``L-CLAHE`` differ on fewer than 0.1 % of the pixels (around a grey
-input one level off); :func:`rank_equalize` itself is bit-exact.
+:func:`course_enhance` is the course's per-image scikit-image recipe, the reference the fast
+functions are tested against; the modes and the tolerance of each are in ``docs/cook.md``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Evaluate a trained model on a cooked file, and classify image files with it.
 
-A ``.keras`` file written by :func:`gtsrb_kit.train.train` carries its preprocessing (image
-size, enhancement mode, ROI crop, class names) inside the zip (``gtsrb_kit.json``), and the run's
-``config.json`` beside it holds the same; so ``predict`` applies exactly the preprocessing the
-model was trained with, through :func:`gtsrb_kit.enhance.enhance`.
-
-An image given to :func:`predict` is taken as a GTSRB-style crop around one sign: for models
-trained on ROI-cropped data, the margin GTSRB images have around the sign (10 % of the sign's
-size, at least 5 pixels, per side) is cropped first.
+A ``.keras`` file carries its preprocessing (size, mode, ROI crop, class names), so ``predict``
+applies what the model was trained with. An image given to :func:`predict` is taken as a
+GTSRB-style crop: for ROI-trained models its margin around the sign is cropped first.
 """
 
 from __future__ import annotations

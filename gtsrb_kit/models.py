@@ -1,15 +1,7 @@
-"""Bundled baseline CNNs for GTSRB.
+"""Bundled baseline CNNs for GTSRB (``docs/training.md``): the Fidle course's ``v1``, ``v2``,
+``v3``, ``v3-bn``, and ``vgg-bn`` (the default) and ``resnet-small``.
 
-Every model is built for any input size (>= 16 x 16) and channel count, takes ``float32``
-images scaled to ``[0, 1]`` and ends in a softmax over ``num_classes``.
-
-* ``v1``, ``v2``, ``v3``, ``v3-bn``: the Fidle course's GTSRB networks, reconstructed from the
-  course notebooks (``v3`` is the deeper dropout-heavy model, ``v3-bn`` its batch-normalised
-  variant; the course called both "v3").
-* ``vgg-bn``: a small VGG-style net (batch norm, global average pooling, ~0.6 M parameters);
-  the default, sized to train in minutes on a CPU.
-* ``resnet-small``: a small pre-activation-free ResNet (three stages of two residual blocks).
-
+Every model takes ``float32`` images in ``[0, 1]`` of any size >= 16 x 16 and ends in a softmax.
 TensorFlow/Keras is imported when a model is built, never at import time.
 """
 

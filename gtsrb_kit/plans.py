@@ -1,33 +1,8 @@
-"""Sweep plans: which models x datasets x augmentations to train, read from TOML, YAML or JSON.
+"""Sweep plans (TOML, YAML or JSON; ``docs/sweeps.md``): which models x datasets x augmentations to train.
 
-A *plan* (TOML, YAML or JSON) says what to train::
-
-    name = "gtsrb5"
-    datasets = [
-        "data/set-24x24-L.h5",                       # an enhanced file (a glob works too)
-        { size = 24, mode = ["RGB", "L-LHE"] },      # recipes, cooked on the fly (lists expand)
-    ]
-    models = ["v1", "v2"]
-    augment = ["none"]
-
-    [cook]                 # where and how recipes are cooked
-    root = "data/raw"      # raw GTSRB tree (default: $GTSRB_KIT_ROOT or ./data/raw)
-    scale = 0.2            # out defaults to RUN_DIR/data
-
-    [train]                # settings passed to gtsrb_kit.train.train
-    epochs = 5
-    batch_size = 64
-    seed = 0
-
-The plan's runs are the product datasets x models x augment (dataset-major order), or the
-explicit ``[[runs]]`` list (``dataset``, ``model``, ``augment``, optional ``name`` and any
-training setting). Each run is named ``{dataset-stem}__{model}__{augment}`` and trains in
-``RUN_DIR/<name>/``. Relative paths in a plan file are relative to the plan's folder.
-
-Values are checked by the modules that own them: sizes and modes by :mod:`gtsrb_kit.enhance`,
-fractions by :mod:`gtsrb_kit.split`, model names and training settings by
-:class:`gtsrb_kit.train.TrainConfig`, augmentation presets by :mod:`gtsrb_kit.augment`; a plan
-adds only where in the file the bad value is. :mod:`gtsrb_kit.sweep` runs a plan.
+Values are checked by the modules that own them (sizes and modes: :mod:`gtsrb_kit.enhance`,
+fractions: :mod:`gtsrb_kit.split`, models and training settings: :class:`gtsrb_kit.train.TrainConfig`,
+presets: :mod:`gtsrb_kit.augment`); a plan adds where in the file the bad value is.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
-"""Reports over a run folder: one row per run, the combined ``report.json``, Markdown, HTML and charts.
+"""Render the report of a run folder: ``report.json``, Markdown, HTML and PNG charts.
 
-A run folder is a sweep's ``RUN_DIR`` (its ``plan.json`` lists every run, finished or not) or any
-folder whose sub-folders are training runs (``gtsrb-kit train`` outputs). Rows are rebuilt from
-the files on disk each time (``metrics.json``, ``run.json``, ``config.json``, ``history.*``), so a
-report over a partial sweep shows the missing runs as pending, running, interrupted or failed.
-
-The rows and ``report.json`` come from :mod:`gtsrb_kit.runs` (:func:`collect_runs`,
-:func:`build_report`, :func:`update_report_json`), which sweeps update after every run; this
-module renders them:
-
-* :func:`write_report` writes ``report.json``, ``report.md``, a self-contained ``report.html``
-  and the PNG charts ``charts/accuracy.png`` and ``charts/learning_curves.png``.
+The rows and ``report.json`` come from :mod:`gtsrb_kit.runs` (re-exported here); a report over a
+partial sweep shows the missing runs as pending, running, interrupted or failed.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""SLURM job arrays for sweeps: one array task = one run of the plan.
+"""SLURM job arrays for sweeps: one array task = one run of the plan (``docs/sweeps.md``).
 
-:func:`write_slurm_script` freezes the plan into ``RUN_DIR/plan.json`` (so later edits of the
-plan file cannot shift the array indices) and writes ``RUN_DIR/sweep.sbatch``::
-
-    #SBATCH --array=0-5          # one index per run of the plan
-    #SBATCH --output=RUN_DIR/logs/%A_%a.out
-    /abs/python -m gtsrb_kit sweep RUN_DIR/plan.json --run-dir RUN_DIR --task-id $SLURM_ARRAY_TASK_ID
-
-The script calls the Python that wrote it (``sys.executable``), so the job uses the same
-environment without any ``module load`` / ``conda activate`` unless you add ``setup`` lines.
-Datasets cooked on the fly are cooked by the first task that needs them, under a file lock
-(the others wait); run ``gtsrb-kit sweep PLAN --prepare`` before ``sbatch`` to cook them once up
-front instead.
+The script freezes the plan into ``RUN_DIR/plan.json`` and calls the Python that wrote it, so
+the job runs in the same environment.
 """
 
 from __future__ import annotations

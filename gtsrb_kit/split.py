@@ -1,16 +1,7 @@
 """Track-wise train/validation split, scale subsampling and the choice of reference images.
 
-GTSRB's training images come in tracks: up to 30 frames of one physical sign. Frames of a track
-are nearly identical, so a validation set that shares tracks with the training set measures
-memory, not generalisation. Everything here works on whole tracks:
-
-* ``scale`` keeps ``round(scale * tracks)`` whole tracks of every class (at least one, and at
-  least two where the class has two, so it can still give a validation track) and a
-  class-stratified ``round(scale * images)`` of the test images (at least one per class);
-* the validation split takes ``round(val_fraction * tracks)`` tracks of every class that has at
-  least two (at least one of them, never all);
-* every random choice is drawn from a generator seeded with ``(seed, purpose, class)``, so the
-  same seed gives the same split whatever else changes.
+Frames of one track (one physical sign) never straddle two splits; every random choice comes
+from a generator seeded with ``(seed, purpose, class)``. The rules are in ``docs/cook.md``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,5 @@
-"""Dataset statistics: what the images of a GTSRB tree really look like.
-
-:func:`compute_stats` takes a catalog (:func:`gtsrb_kit.catalog.read_catalog`) and measures
-
-* counts per class (train/test, with names), tracks per class, class imbalance;
-* image sizes, ROI (sign) sizes and aspect ratios;
-* per image: brightness (mean luminance, 0..255), contrast (standard deviation of the
-  luminance) and sharpness (variance of the Laplacian of the luminance; low = blurry),
-  summarised per class;
-* images that are byte-identical in the training and the test set (SHA-256 of the file
-  bytes), and byte-identical copies within one split.
-
-:func:`write_stats` saves ``stats.json``, ``classes.csv`` (one row per class), ``images.csv``
-(one row per image) and PNG plots: class histogram, size histograms, one sample per class,
-brightness per class and "the reality of the images": grids of the darkest, smallest and
-blurriest images. Images are decoded in a process pool (PPM files by a direct parser), so the
-full benchmark (25,700 images) takes seconds.
+"""Dataset statistics: counts per class, sizes, ROIs, tracks, brightness, contrast, sharpness
+and byte-identical train/test images, written as JSON, CSV and PNG plots (``docs/data.md``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
-"""The enhanced-dataset HDF5 store: file schema, names and loaders.
+"""The enhanced-dataset HDF5 store: file names, schema version 1 (``docs/cook.md``), writing and loading.
 
-One file holds one variant (an image size and an enhancement mode). Schema version 1:
-
-* datasets ``x_train, x_val, x_test, x_meta``: ``uint8`` pixels ``(N, H, W, C)`` (``C`` = 3 for
-  RGB modes, 1 for L modes), chunked (256 images per chunk) and gzip-compressed;
-* ``y_train, y_val, y_test, y_meta``: ``int16`` class ids;
-* ``track_train, track_val``: catalog ``track_id`` of every training / validation image;
-* ``path_train, path_val, path_test, path_meta``: the source image's ``rel_path`` (so a user can
-  re-split or trace an image back to its file);
-* file attributes: ``schema_version``, ``gtsrb_kit_version``, ``created_by``, ``size``, ``mode``,
-  ``roi``, ``scale``, ``seed``, ``val_fraction``, ``class_names`` (JSON list), ``source_fingerprint``,
-  ``recipe`` (JSON of every parameter; used to skip files that are already up to date) and a few
-  counts (``dropped_duplicate_tracks``, ``skipped_images``).
-
-``load_split`` reads through h5py (all of a split, or the rows asked for); ``tf_dataset``, the
-pipeline training uses, holds the split in memory::
+``load_split`` reads through h5py (a split, or the rows asked for); ``tf_dataset`` is the pipeline
+training uses::
 
     from gtsrb_kit.store import load_split, tf_dataset
     x, y = load_split("data/set-48x48-RGB.h5", "train")            # uint8 NHWC, int64

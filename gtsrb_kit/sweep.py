@@ -1,11 +1,7 @@
 """Sweeps: run a plan's models x datasets x augmentations resumably, one folder per run.
 
-Plans (what to train) are read by :mod:`gtsrb_kit.plans`; run folders follow
-:mod:`gtsrb_kit.runs`. :func:`run_sweep` is resumable: finished runs (``metrics.json``) are
-skipped, interrupted ones (``last.keras`` without metrics) are resumed, failed ones are retried.
-``task_id`` runs exactly one run (the index into :attr:`Plan.runs`), which is what a SLURM array
-task does. After every run the combined report ``RUN_DIR/report.json`` is rebuilt from the files
-on disk under a lock.
+Finished runs are skipped, interrupted ones resumed, failed ones retried; ``task_id`` runs one
+run (a SLURM array task). After every run ``RUN_DIR/report.json`` is rebuilt under a lock.
 """
 
 from __future__ import annotations

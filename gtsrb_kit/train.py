@@ -1,15 +1,8 @@
 """Train a bundled model on a cooked HDF5 file: checkpoints, resume, TensorBoard, final test.
 
-What the course did differently, on purpose:
-
-* the best checkpoint is chosen on VALIDATION accuracy (the track-wise split stored in the file),
-  not on training accuracy, and the test set is evaluated exactly once, at the end, with that
-  best checkpoint;
-* ``last.keras`` (with the optimizer state) is written atomically after every epoch, so a killed
-  run continues with ``resume=True`` from the last completed epoch.
-
-The run folder's files are described in :mod:`gtsrb_kit.runs`; the input pipeline is
-:func:`gtsrb_kit.store.tf_dataset`, the final test :func:`gtsrb_kit.evaluate.split_scores`.
+The best checkpoint is chosen on validation accuracy (the track-wise split) and the test set is
+evaluated once, at the end (``docs/training.md``). Run-folder files: :mod:`gtsrb_kit.runs`; input
+pipeline: :func:`gtsrb_kit.store.tf_dataset`; final test: :func:`gtsrb_kit.evaluate.split_scores`.
 """
 
 from __future__ import annotations
