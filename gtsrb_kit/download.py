@@ -1,25 +1,12 @@
 """Fetch, verify and unpack the official GTSRB archives.
 
-The archives, their official URL and their checksums are data (``resources/archives.json``),
-not code. :func:`download_gtsrb` brings a root folder to the official layout that
-:func:`gtsrb_kit.catalog.read_catalog` reads::
-
-    ROOT/archives/GTSRB_Final_*.zip          verified archives (unless keep_archives=False)
-    ROOT/GTSRB/Final_Training/Images/...     from GTSRB_Final_Training_Images.zip
-    ROOT/GTSRB/Final_Test/Images/...         from GTSRB_Final_Test_Images.zip
-    ROOT/GT-final_test.csv                   from GTSRB_Final_Test_GT.zip
-    ROOT/.gtsrb-kit/NAME.extracted.json      completion markers (written last)
-
-Downloads use only :mod:`urllib.request`. Partial data lives under ``NAME.part`` and is resumed
-with an HTTP ``Range`` request (a server that ignores it and answers 200 restarts the file
-cleanly); transient failures are retried with exponential backoff; each mirror is tried in
-order; an HTML page served in place of an archive is recognised. An archive reaches its final
-name only after its size, its checksum (when one is known) and its zip structure have been
-verified. A second run with everything in place does no network I/O at all.
-
-The training archive's checksum is **not known for certain** (no trustworthy published value
-for this exact file); for it only zip integrity (the CRC of every member) and the expected
-internal layout are verified, unless a checksum file (``checksums=``) pins one.
+The archives, their official URL and their checksums are data (``resources/archives.json``).
+:func:`download_gtsrb` brings a root folder to the layout :func:`gtsrb_kit.catalog.read_catalog`
+reads, keeping verified archives under ``ROOT/archives`` and writing completion markers (last)
+under ``ROOT/.gtsrb-kit``. Partial downloads (``NAME.part``) resume with HTTP ``Range``; an
+archive gets its final name only once its size, checksum and zip structure are verified. The
+training archive has no trustworthy published checksum: for it every member's CRC and the
+expected layout are checked, unless ``checksums=`` pins one.
 """
 
 from __future__ import annotations
@@ -43,9 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from gtsrb_kit.errors import ConfigError, DownloadError
-from gtsrb_kit.extract import (
-    ExtractLimits, check_layout, check_members, extract_zip, merge_tree, open_zip, staging_dir, verify_zip,
-)
+from gtsrb_kit.extract import ExtractLimits, extract_zip, merge_tree, staging_dir, verify_zip
 from gtsrb_kit.fileio import atomic_path, write_json
 from gtsrb_kit.paths import default_root
 from gtsrb_kit.progress import ProgressCallback, report
@@ -57,7 +42,9 @@ MARKER_DIR = ".gtsrb-kit"
 _CHUNK = 1 << 20
 _USER_AGENT = "gtsrb-kit (Python urllib)"
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+_HTML_HINT = "the URL is probably wrong or behind a login/error page"
 _TABLE_PATH = Path(__file__).resolve().parent / "resources" / "archives.json"
+_SUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 
 
 @dataclass(frozen=True)
@@ -88,8 +75,8 @@ class RetryPolicy:
     """How hard to try one URL before moving to the next mirror.
 
     Attributes:
-        retries: Extra attempts after the first one for transient failures (dropped
-            connections, timeouts, HTTP 5xx/429); each resumes the partial file.
+        retries: Extra attempts for transient failures (dropped connections, timeouts, HTTP
+            5xx/429); each resumes the partial file.
         delay: Seconds before the first retry; doubled on every further retry.
         max_delay: Cap on one delay.
         timeout: Socket timeout in seconds for connecting and for each read.
@@ -162,11 +149,8 @@ def official_archives(parts: Iterable[str] = PARTS) -> list[ArchiveSpec]:
     ]
 
 
-_SUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
-
-
 def read_checksums(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read a ``SHA256SUMS`` file (``HEX  NAME`` per line, as written by ``sha256sum``).
+    """Read a ``SHA256SUMS`` file (``HEX  NAME`` lines, as ``sha256sum`` writes them).
 
     Blank lines and lines starting with ``#`` are ignored; a name's folder part is dropped.
 
@@ -174,14 +158,14 @@ def read_checksums(path: str | os.PathLike[str]) -> dict[str, str]:
         ConfigError: the file is missing or a line is not in that format.
     """
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: checksum file not found; pass an existing SHA256SUMS file to --checksums")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: checksum file not found; pass an existing SHA256SUMS file to --checksums") from None
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: checksum file unreadable ({exc}); pass a SHA256SUMS text file") from None
     sums: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -190,7 +174,7 @@ def read_checksums(path: str | os.PathLike[str]) -> dict[str, str]:
             raise ConfigError(
                 f"{path}:{number}: expected 'SHA256HEX  NAME' (64 hex digits, two spaces, file name); fix the line"
             )
-        sums[match.group(2).strip().replace("\\", "/").rsplit("/", 1)[-1]] = match.group(1).lower()
+        sums[match[2].strip().replace("\\", "/").rsplit("/", 1)[-1]] = match[1].lower()
     return sums
 
 
@@ -213,41 +197,29 @@ class _Permanent(Exception):
     """A failure that makes this URL useless: move on to the next mirror."""
 
 
-def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
-    """Parse ``bytes START-END/TOTAL`` or ``bytes */TOTAL`` (missing parts are ``None``)."""
-    match = re.match(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", value or "")
-    if not match:
-        return None, None, None
-    start, end, total = match.groups()
-    return (
-        int(start) if start is not None else None,
-        int(end) if end is not None else None,
-        int(total) if total not in (None, "*") else None,
-    )
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``(start, total)`` of ``bytes START-END/TOTAL`` or ``bytes */TOTAL`` (missing parts are ``None``)."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    start, total = match.groups() if match else (None, None)
+    return (int(start) if start else None), (int(total) if total and total != "*" else None)
 
 
 def _looks_like_html(head: bytes) -> bool:
     return head.lstrip()[:1] == b"<"
 
 
-_HTML_HINT = "the URL is probably wrong or behind a login/error page"
-
-
-def _fetch_once(url: str, part: Path, *, timeout: float, progress: ProgressCallback | None, description: str) -> int:
-    """One HTTP request: resume ``part`` if it has data; return its size once complete."""
-    offset = part.stat().st_size if part.exists() else 0
+def _open(url: str, part: Path, offset: int, timeout: float) -> http.client.HTTPResponse | None:
+    """Request ``url`` from byte ``offset`` on; ``None`` when the server says ``part`` is already complete."""
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - scheme checked by caller
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)  # noqa: S310
     except urllib.error.HTTPError as exc:
         with contextlib.closing(exc):
             if exc.code == 416 and offset:
-                _, _, total = _content_range(exc.headers.get("Content-Range"))
-                if total == offset:
-                    return offset
+                if _content_range(exc.headers.get("Content-Range"))[1] == offset:
+                    return None
                 part.unlink()
                 raise _Transient("server refused to resume the partial file; restarting it") from None
             if exc.code in (408, 425, 429) or exc.code >= 500:
@@ -259,58 +231,60 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: ProgressCallb
         if isinstance(reason, (FileNotFoundError, PermissionError, ssl.SSLCertVerificationError)):
             raise _Permanent(text) from None  # waiting will not fix these
         raise _Transient(text) from None
+
+
+def _read(response: http.client.HTTPResponse, done: int) -> bytes:
+    try:
+        return response.read(_CHUNK)
+    except (http.client.HTTPException, OSError) as exc:
+        raise _Transient(f"connection lost after {done} bytes ({type(exc).__name__})") from None
+
+
+def _fetch_once(url: str, part: Path, *, timeout: float, progress: ProgressCallback | None, description: str) -> None:
+    """One HTTP request: resume ``part`` if it has data, or start it over when the server ignores the range."""
+    offset = part.stat().st_size if part.exists() else 0
+    response = _open(url, part, offset, timeout)
+    if response is None:
+        return
     with response:
         content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type in _HTML_TYPES:
             raise _Permanent(f"served an HTML page (Content-Type {content_type}) instead of the archive; {_HTML_HINT}")
-        status = getattr(response, "status", 200) or 200
-        length = response.headers.get("Content-Length")
+        status = response.status or 200  # file:// answers have no status
         if status == 206:
-            start, _, total = _content_range(response.headers.get("Content-Range"))
+            start, total = _content_range(response.headers.get("Content-Range"))
             if start != offset:
                 part.unlink()
                 raise _Transient(f"server resumed at byte {start} instead of {offset}; restarting the file")
-            mode = "ab"
         elif status == 200:
-            offset = 0  # the server ignored Range (or none was sent): start the file over
+            offset, length = 0, response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            mode = "wb"
         else:
             raise _Permanent(f"unexpected HTTP status {status}")
-        done = offset
-        html = False
-        with open(part, mode) as out:  # write errors (disk full) propagate as they are
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (http.client.HTTPException, OSError) as exc:
-                    raise _Transient(f"connection lost after {done} bytes ({type(exc).__name__})") from None
-                if not chunk:
-                    break
-                if done == 0 and _looks_like_html(chunk[:512]):
-                    html = True
-                    break
+        chunk, done = _read(response, offset), offset
+        if not offset and _looks_like_html(chunk[:512]):
+            part.unlink(missing_ok=True)
+            raise _Permanent(f"served an HTML page instead of the archive; {_HTML_HINT}")
+        with open(part, "ab" if offset else "wb") as out:  # write errors (disk full) propagate as they are
+            while chunk:
                 out.write(chunk)
                 done += len(chunk)
                 report(progress, description, done, total)
-    if html:
-        part.unlink()
-        raise _Permanent(f"served an HTML page instead of the archive; {_HTML_HINT}")
+                chunk = _read(response, done)
     if total is not None and done != total:
         raise _Transient(f"connection closed after {done} of {total} bytes")
-    return done
 
 
-def _digest(path: Path, algorithm: str, progress: ProgressCallback | None, description: str) -> str:
-    digest = hashlib.new(algorithm)
-    total = path.stat().st_size
-    done = 0
+def _digests(path: Path, algorithms: Iterable[str], progress: ProgressCallback | None, description: str) -> dict[str, str]:
+    hashes = {name: hashlib.new(name) for name in algorithms}
+    total, done = path.stat().st_size, 0
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
+            for digest in hashes.values():
+                digest.update(chunk)
             done += len(chunk)
             report(progress, description, done, total)
-    return digest.hexdigest()
+    return {name: digest.hexdigest() for name, digest in hashes.items()}
 
 
 def verify_archive(
@@ -320,54 +294,29 @@ def verify_archive(
     limits: ExtractLimits = ExtractLimits(),
     progress: ProgressCallback | None = None,
 ) -> tuple[str, bool]:
-    """Check one archive file against its spec.
+    """Check one archive file against its spec and return ``(sha256 hex, checksum_verified)``.
 
-    The SHA-256 (or, failing that, the MD5) is compared when the spec has one; the zip is then
-    checked for unsafe members and the expected layout, and, when no checksum is known, the
-    CRC of every member is checked too.
-
-    Args:
-        path: The archive file (may have a temporary name).
-        spec: What it should be.
-        limits: Zip-bomb caps.
-        progress: Optional callback (``"verify NAME"``, bytes, total).
-
-    Returns:
-        ``(sha256 hex, checksum_verified)``.
+    The SHA-256 (else the MD5) is compared when the spec has one, then the members are checked
+    for safety and the expected layout; without a known checksum every member's CRC is checked.
 
     Raises:
         DownloadError: the file is an HTML page, its checksum differs, or the zip is damaged,
             unsafe or not laid out like the official archive.
     """
     path = Path(path)
-    description = f"verify {spec.name}"
     with open(path, "rb") as fh:
         if _looks_like_html(fh.read(512)):
             raise DownloadError(f"{path}: is an HTML page, not {spec.name}; {_HTML_HINT} - delete it and download again")
-    sha256 = _digest(path, "sha256", progress, description)
-    if spec.sha256:
-        if sha256 != spec.sha256.lower():
-            raise DownloadError(
-                f"{path}: sha256 {sha256} does not match the expected {spec.sha256} for {spec.name} "
-                "(a mirror with re-packed archives needs --checksums SHA256SUMS); "
-                "the file is damaged or not the expected one - delete it and download it again"
-            )
-    elif spec.md5:
-        md5 = _digest(path, "md5", progress, description)
-        if md5 != spec.md5.lower():
-            raise DownloadError(
-                f"{path}: md5 {md5} does not match the expected {spec.md5} for {spec.name} "
-                "(a mirror with re-packed archives needs --checksums SHA256SUMS); "
-                "the file is damaged or not the expected one - delete it and download it again"
-            )
-    verified = bool(spec.sha256 or spec.md5)
-    if verified:
-        with open_zip(path) as archive:
-            members = check_members(archive, path, limits=limits)
-            check_layout([clean for _, clean in members], spec.required, path)
-    else:
-        verify_zip(path, limits=limits, required=spec.required, progress=progress)
-    return sha256, verified
+    algorithm, expected = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
+    digests = _digests(path, {"sha256", algorithm} if expected else {"sha256"}, progress, f"verify {spec.name}")
+    if expected and digests[algorithm] != expected.lower():
+        raise DownloadError(
+            f"{path}: {algorithm} {digests[algorithm]} does not match the expected {expected} for {spec.name} "
+            "(a mirror with re-packed archives needs --checksums SHA256SUMS); "
+            "the file is damaged or not the expected one - delete it and download it again"
+        )
+    verify_zip(path, limits=limits, required=spec.required, progress=progress, read_data=not expected)
+    return digests["sha256"], bool(expected)
 
 
 def fetch_archive(
@@ -379,19 +328,10 @@ def fetch_archive(
     limits: ExtractLimits = ExtractLimits(),
     progress: ProgressCallback | None = None,
 ) -> tuple[str, str, bool]:
-    """Download one archive to ``dest``, trying ``urls`` in order, and verify it.
+    """Download one archive to ``dest``, trying ``urls`` (``http``, ``https``, ``file``) in order.
 
-    Data goes to ``dest + ".part"`` first; an existing ``.part`` is resumed. ``dest`` appears
-    only once the file is complete and verified (see :func:`verify_archive`); a file that fails
-    verification is deleted.
-
-    Args:
-        spec: The archive.
-        urls: Full URLs to try in order (``http``, ``https`` or ``file``).
-        dest: Final path of the archive.
-        policy: Retries, backoff and timeout per URL.
-        limits: Zip-bomb caps used while verifying.
-        progress: Optional callback (``"download NAME"``, bytes, total or ``None``).
+    Data goes to ``dest + ".part"`` first (an existing one is resumed); ``dest`` appears only
+    once the file is complete and passes :func:`verify_archive`.
 
     Returns:
         ``(url used, sha256, checksum_verified)``.
@@ -422,30 +362,24 @@ def _fetch_verified(
     progress: ProgressCallback | None,
 ) -> tuple[str, bool]:
     """Fetch ``url`` into ``part`` with retries and verify it; a resumed file that fails is refetched once."""
-    restarted = False
     while True:
         resumed = part.exists() and part.stat().st_size > 0
         _fetch_with_retries(url, part, policy=policy, progress=progress, description=f"download {spec.name}")
         try:
             return verify_archive(part, spec, limits=limits, progress=progress)
         except DownloadError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
-            if resumed and not restarted:
-                restarted = True  # the old partial data may be what is wrong: fetch the whole file once
-                continue
-            raise _Permanent(str(exc).split("; ")[0].replace(f"{part}: ", "")) from None
+            part.unlink(missing_ok=True)  # the next round, if any, fetches the whole file
+            if not resumed:
+                raise _Permanent(str(exc).split("; ")[0].replace(f"{part}: ", "")) from None
 
 
 def _fetch_with_retries(
     url: str, part: Path, *, policy: RetryPolicy, progress: ProgressCallback | None, description: str
-) -> int:
-    attempt = 0
-    while True:
+) -> None:
+    for attempt in range(1, policy.retries + 2):
         try:
             return _fetch_once(url, part, timeout=policy.timeout, progress=progress, description=description)
         except _Transient as exc:
-            attempt += 1
             if attempt > policy.retries:
                 raise _Permanent(f"{exc} (gave up after {attempt} attempts)") from None
             time.sleep(min(policy.delay * 2 ** (attempt - 1), policy.max_delay))
@@ -460,13 +394,10 @@ def archive_urls(name: str, mirrors: Sequence[str] = (), *, official: bool = Tru
     bases = list(mirrors) + ([official_base_url()] if official else [])
     if not bases:
         raise ConfigError("no source to download from: --no-official needs at least one --mirror URL (or use --from)")
-    urls = []
     for base in bases:
-        scheme = urllib.parse.urlsplit(base).scheme.lower()
-        if scheme not in ("http", "https", "file"):
+        if urllib.parse.urlsplit(base).scheme.lower() not in ("http", "https", "file"):
             raise ConfigError(f"mirror {base!r} is not an http://, https:// or file:// URL; fix --mirror")
-        urls.append(base.rstrip("/") + "/" + urllib.parse.quote(name))
-    return urls
+    return [base.rstrip("/") + "/" + urllib.parse.quote(name) for base in bases]
 
 
 # --------------------------------------------------------------------------- markers
@@ -479,9 +410,8 @@ def _marker_path(root: Path, name: str) -> Path:
 def is_extracted(root: str | os.PathLike[str], spec: ArchiveSpec) -> bool:
     """True when ``spec`` was extracted under ``root`` (marker present, its paths still there)."""
     root = Path(root)
-    marker = _marker_path(root, spec.name)
     try:
-        json.loads(marker.read_text(encoding="utf-8"))
+        json.loads(_marker_path(root, spec.name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return all((root / p).exists() for p in spec.provides)
@@ -494,33 +424,6 @@ def _write_marker(root: Path, spec: ArchiveSpec, **info: object) -> None:
 
 
 # --------------------------------------------------------------------------- the whole job
-
-
-def _find_in_source(source: Path, name: str) -> Path | None:
-    if source.is_file():
-        return source if source.name == name else None
-    for candidate in (source / name, source / ARCHIVES_DIR / name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _import_tree(source: Path, root: Path, spec: ArchiveSpec) -> None:
-    """Copy the paths ``spec`` provides from an extracted tree into ``root`` atomically."""
-    if source.resolve() == root.resolve():
-        return
-    staging = staging_dir(root, f"import-{spec.name}")
-    try:
-        for rel in spec.provides:
-            src, dst = source / rel, staging / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst)
-            else:
-                shutil.copyfile(src, dst)
-        merge_tree(staging, root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def download_gtsrb(
@@ -539,19 +442,17 @@ def download_gtsrb(
 ) -> list[ArchiveResult]:
     """Bring ``root`` to the official GTSRB layout: fetch, verify and extract the archives.
 
-    Idempotent: an archive whose completion marker is present (and whose paths exist) is
-    skipped without any network I/O; a verified archive under ``ROOT/archives`` is reused.
+    Idempotent: an archive whose completion marker and paths exist is skipped without network
+    I/O; a verified archive under ``ROOT/archives`` is reused.
 
     Args:
         root: Target folder (default: :func:`gtsrb_kit.paths.default_root`).
         parts: ``"train"`` and/or ``"test"`` (the test part is the images and the labels).
-        mirrors: Folder URLs tried in order before the official one (``http``, ``https``,
-            ``file``); the archive name is appended.
+        mirrors: Folder URLs (``http``, ``https``, ``file``) tried in order before the official one.
         official: Also try the official URL (after the mirrors).
-        checksums: A ``SHA256SUMS`` file (or a ``{name: sha256}`` mapping) whose entries
-            replace the built-in checksums, e.g. for a private mirror with re-packed archives.
-        source: Work offline from a local folder holding the archives (directly or in an
-            ``archives/`` subfolder), a single archive file, or an already-extracted tree.
+        checksums: A ``SHA256SUMS`` file or a ``{name: sha256}`` mapping overriding the built-in checksums.
+        source: Work offline from a folder of archives (directly or in ``archives/``), one
+            archive file, or an already-extracted tree.
         keep_archives: Keep verified archives under ``ROOT/archives`` (else delete the ones
             there after extraction; files in ``source`` are never deleted).
         extract: Extract the archives (else only fetch and verify them).
@@ -568,100 +469,104 @@ def download_gtsrb(
     """
     root = Path(root) if root is not None else default_root()
     specs = official_archives(parts)
-    if checksums is not None:
-        if isinstance(checksums, Mapping):
-            specs = with_checksums(specs, checksums, "the given checksums")
-        else:
-            specs = with_checksums(specs, read_checksums(checksums), str(checksums))
-    source_path = Path(source) if source is not None else None
-    if source_path is not None and not source_path.exists():
-        raise ConfigError(f"{source_path}: no such file or folder; pass --from a folder of archives or an extracted tree")
-    if source_path is None:
-        for spec in specs:  # validate mirrors before any work
-            archive_urls(spec.name, mirrors, official=official)
-    archives = root / ARCHIVES_DIR
-    results = []
-    for spec in specs:
-        results.append(
-            _one(spec, root, archives, mirrors=mirrors, official=official, source=source_path,
-                 keep_archives=keep_archives, extract=extract, policy=policy, limits=limits, progress=progress)
-        )
-    return results
+    if isinstance(checksums, Mapping):
+        specs = with_checksums(specs, checksums, "the given checksums")
+    elif checksums is not None:
+        specs = with_checksums(specs, read_checksums(checksums), str(checksums))
+    source = Path(source) if source is not None else None
+    if source is not None and not source.exists():
+        raise ConfigError(f"{source}: no such file or folder; pass --from a folder of archives or an extracted tree")
+    # validate the mirrors before any work; an offline run never downloads
+    urls = {s.name: archive_urls(s.name, mirrors, official=official) for s in specs} if source is None else {}
+    return [
+        _one(spec, root, urls=urls.get(spec.name, []), source=source, keep_archives=keep_archives,
+             extract=extract, policy=policy, limits=limits, progress=progress)
+        for spec in specs
+    ]
 
 
 def _one(
-    spec: ArchiveSpec, root: Path, archives: Path, *, mirrors: Sequence[str], official: bool,
-    source: Path | None, keep_archives: bool, extract: bool, policy: RetryPolicy, limits: ExtractLimits,
-    progress: ProgressCallback | None,
+    spec: ArchiveSpec, root: Path, *, urls: Sequence[str], source: Path | None, keep_archives: bool,
+    extract: bool, policy: RetryPolicy, limits: ExtractLimits, progress: ProgressCallback | None,
 ) -> ArchiveResult:
-    kept = archives / spec.name
+    kept = root / ARCHIVES_DIR / spec.name
     if extract and is_extracted(root, spec):
         result = ArchiveResult(spec.name, "up to date", archive=kept if kept.is_file() else None)
-        if not keep_archives and kept.is_file():
-            kept.unlink()
-            result.archive = None
-        return result
-
-    result: ArchiveResult | None = None
-    if kept.is_file():
-        try:
-            sha256, verified = verify_archive(kept, spec, limits=limits, progress=progress)
-            result = ArchiveResult(spec.name, "verified", str(kept), kept, sha256, verified)
-        except DownloadError as exc:
-            kept.unlink()  # damaged or wrong: fetch it again below
-            note = f"removed a bad {kept}: {exc}"
-        else:
-            note = ""
     else:
-        note = ""
-
-    if result is None and source is not None:
-        found = _find_in_source(source, spec.name)
-        if found is not None:
-            sha256, verified = verify_archive(found, spec, limits=limits, progress=progress)
-            path = found
-            if keep_archives:
-                archives.mkdir(parents=True, exist_ok=True)
-                with atomic_path(kept) as tmp:
-                    shutil.copyfile(found, tmp)
-                path = kept
-            result = ArchiveResult(spec.name, "imported", str(found), path if keep_archives else None, sha256, verified)
-            if extract:
-                _extract(spec, path, root, result, limits=limits, progress=progress)
-            return result
-        if spec.provides and all((source / p).exists() for p in spec.provides):
-            result = ArchiveResult(spec.name, "imported", str(source))
-            if extract:
-                _import_tree(source, root, spec)
-                _write_marker(root, spec, source=str(source), sha256=None, tree=True)
-                result.extracted = True
-            else:
-                result.notes.append(f"{source} holds an extracted tree, not {spec.name}; nothing to keep without extraction")
-            return result
-        raise DownloadError(
-            f"--from {source}: neither {spec.name} (there or in {ARCHIVES_DIR}/) nor its extracted files "
-            f"({', '.join(spec.provides)}) found; add it, or choose the part with --only"
-        )
-
-    if result is None:
-        urls = archive_urls(spec.name, mirrors, official=official)
-        url, sha256, verified = fetch_archive(spec, urls, kept, policy=policy, limits=limits, progress=progress)
-        result = ArchiveResult(spec.name, "downloaded", url, kept, sha256, verified)
-    if note:
-        result.notes.append(note)
-    if extract:
-        _extract(spec, kept, root, result, limits=limits, progress=progress)
-        if not keep_archives:
-            kept.unlink()
-            result.archive = None
+        result, path = _obtain(spec, kept, urls=urls, source=source, keep_archives=keep_archives,
+                               policy=policy, limits=limits, progress=progress)
+        if path is None and not extract:
+            result.notes.append(f"{source} holds an extracted tree, not {spec.name}; nothing to keep without extraction")
+        elif path is None:
+            _import_tree(source, root, spec)
+            _write_marker(root, spec, source=str(source), sha256=None, tree=True)
+            result.extracted = True
+        elif extract:
+            files = extract_zip(path, root, limits=limits, required=spec.required, progress=progress)
+            _write_marker(root, spec, source=result.source, sha256=result.sha256,
+                          checksum_verified=result.checksum_verified, files=len(files))
+            result.extracted = True
+    if extract and not keep_archives and result.archive is not None:
+        result.archive.unlink()
+        result.archive = None
     return result
 
 
-def _extract(
-    spec: ArchiveSpec, path: Path, root: Path, result: ArchiveResult, *, limits: ExtractLimits,
-    progress: ProgressCallback | None,
-) -> None:
-    files = extract_zip(path, root, limits=limits, required=spec.required, progress=progress)
-    _write_marker(root, spec, source=result.source, sha256=result.sha256,
-                  checksum_verified=result.checksum_verified, files=len(files))
-    result.extracted = True
+def _obtain(
+    spec: ArchiveSpec, kept: Path, *, urls: Sequence[str], source: Path | None, keep_archives: bool,
+    policy: RetryPolicy, limits: ExtractLimits, progress: ProgressCallback | None,
+) -> tuple[ArchiveResult, Path | None]:
+    """Reuse, import or download a verified archive; return the result and the archive to extract.
+
+    The archive is ``None`` when ``source`` is an extracted tree instead.
+    """
+    notes = []
+    if kept.is_file():
+        try:
+            sha256, verified = verify_archive(kept, spec, limits=limits, progress=progress)
+            return ArchiveResult(spec.name, "verified", str(kept), kept, sha256, verified), kept
+        except DownloadError as exc:
+            kept.unlink()  # damaged or wrong: fetch it again below
+            notes = [f"removed a bad {kept}: {exc}"]
+    if source is None:
+        url, sha256, verified = fetch_archive(spec, urls, kept, policy=policy, limits=limits, progress=progress)
+        return ArchiveResult(spec.name, "downloaded", url, kept, sha256, verified, notes=notes), kept
+    found = _find_in_source(source, spec.name)
+    if found is not None:
+        sha256, verified = verify_archive(found, spec, limits=limits, progress=progress)
+        archive = kept if keep_archives else None
+        if archive is not None:
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(archive) as tmp:
+                shutil.copyfile(found, tmp)
+        return ArchiveResult(spec.name, "imported", str(found), archive, sha256, verified), archive or found
+    if spec.provides and all((source / p).exists() for p in spec.provides):
+        return ArchiveResult(spec.name, "imported", str(source)), None
+    raise DownloadError(
+        f"--from {source}: neither {spec.name} (there or in {ARCHIVES_DIR}/) nor its extracted files "
+        f"({', '.join(spec.provides)}) found; add it, or choose the part with --only"
+    )
+
+
+def _find_in_source(source: Path, name: str) -> Path | None:
+    if source.is_file():
+        return source if source.name == name else None
+    return next((c for c in (source / name, source / ARCHIVES_DIR / name) if c.is_file()), None)
+
+
+def _import_tree(source: Path, root: Path, spec: ArchiveSpec) -> None:
+    """Copy the paths ``spec`` provides from an extracted tree into ``root`` atomically."""
+    if source.resolve() == root.resolve():
+        return
+    staging = staging_dir(root, f"import-{spec.name}")
+    try:
+        for rel in spec.provides:
+            src, dst = source / rel, staging / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copyfile(src, dst)
+        merge_tree(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,10 +1,8 @@
 """Safe, atomic extraction of zip archives.
 
-Every member is checked before anything is written: no absolute paths, no ``..``, no symlinks
-or other special files, no encrypted members, no duplicates, and no "zip bomb" (a cap on the
-total uncompressed size, on the number of members and on the compression ratio). Members are
-then written into a hidden staging folder beside the target and moved into place with renames,
-so a killed extraction never leaves a half-written file under its final name.
+Every member is checked before anything is written (no absolute paths, ``..``, symlinks or
+special files, encrypted or duplicate members, and no zip bomb); members are written into a
+hidden staging folder beside the target and moved into place with renames.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,21 +25,21 @@ from gtsrb_kit.progress import ProgressCallback, report
 
 _CHUNK = 1 << 20
 STAGING_PREFIX = ".extract-"
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 @dataclass(frozen=True)
 class ExtractLimits:
     """Caps that reject archives which would unpack to absurd sizes.
 
-    The full official training archive unpacks to about 330 MB (39,209 PPM files) and the test
-    archive to about 120 MB, so the defaults leave a wide margin.
+    The official training archive unpacks to about 330 MB, the test archive to about 120 MB.
 
     Attributes:
         max_total_bytes: Most bytes all members may declare together.
         max_members: Most members an archive may hold.
-        max_ratio: Highest uncompressed/compressed ratio allowed for a member (and for the
-            archive as a whole); checked on members of at least ``ratio_min_bytes``.
-        ratio_min_bytes: Members smaller than this are never rejected for their ratio.
+        max_ratio: Highest uncompressed/compressed ratio of a member (and of the whole archive).
+        ratio_min_bytes: Members (and archives) smaller than this are never rejected for their ratio.
     """
 
     max_total_bytes: int = 4 * 1024**3
@@ -60,7 +58,8 @@ def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
         ) from None
 
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
+def _refuse(archive: object, name: str, problem: str) -> DownloadError:
+    return DownloadError(f"{archive}: member {name!r} {problem}; refusing to extract this archive")
 
 
 def safe_member_name(name: str, archive: str | os.PathLike[str] = "<zip>") -> str:
@@ -71,31 +70,30 @@ def safe_member_name(name: str, archive: str | os.PathLike[str] = "<zip>") -> st
     """
     text = name.replace("\\", "/")
     if "\x00" in text:
-        raise DownloadError(f"{archive}: member {name!r} has a NUL byte in its name; refusing to extract this archive")
+        raise _refuse(archive, name, "has a NUL byte in its name")
     if text.startswith("/") or _DRIVE.match(text):
-        raise DownloadError(f"{archive}: member {name!r} has an absolute path; refusing to extract this archive")
+        raise _refuse(archive, name, "has an absolute path")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise DownloadError(
-            f"{archive}: member {name!r} points outside the target folder ('..'); refusing to extract this archive"
-        )
+        raise _refuse(archive, name, "points outside the target folder ('..')")
     if not parts:
-        raise DownloadError(f"{archive}: member {name!r} has an empty name; refusing to extract this archive")
+        raise _refuse(archive, name, "has an empty name")
     return "/".join(parts)
 
 
-def check_members(
-    archive: zipfile.ZipFile,
-    path: str | os.PathLike[str],
-    *,
-    limits: ExtractLimits = ExtractLimits(),
-) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Check every member of an open archive without extracting anything.
+def _check_ratio(size: int, compressed: int, limits: ExtractLimits, what: str) -> None:
+    ratio = size / max(compressed, 1)
+    if size >= limits.ratio_min_bytes and ratio > limits.max_ratio:
+        raise DownloadError(
+            f"{what} would expand {ratio:.0f}-fold (more than {limits.max_ratio:g}); "
+            "refusing to extract a possible zip bomb"
+        )
 
-    Args:
-        archive: The open archive.
-        path: Its file name (for messages).
-        limits: Size, count and ratio caps.
+
+def check_members(
+    archive: zipfile.ZipFile, path: str | os.PathLike[str], *, limits: ExtractLimits = ExtractLimits()
+) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Check every member of an open archive (``path`` names it in messages) without extracting.
 
     Returns:
         ``(info, clean relative name)`` for every member, in archive order.
@@ -110,42 +108,30 @@ def check_members(
             f"{path}: {len(infos)} members, more than the {limits.max_members} allowed; refusing to extract this archive"
         )
     seen: set[str] = set()
-    out: list[tuple[zipfile.ZipInfo, str]] = []
-    total = 0
-    total_compressed = 0
+    members = []
     for info in infos:
         clean = safe_member_name(info.filename, path)
         kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver stored no file type
         if kind == stat.S_IFLNK:
-            raise DownloadError(f"{path}: member {info.filename!r} is a symbolic link; refusing to extract this archive")
+            raise _refuse(path, info.filename, "is a symbolic link")
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise DownloadError(f"{path}: member {info.filename!r} is a special file; refusing to extract this archive")
+            raise _refuse(path, info.filename, "is a special file")
         if info.flag_bits & 0x1:
             raise DownloadError(f"{path}: member {info.filename!r} is encrypted; this is not the official archive")
         key = clean + ("/" if info.is_dir() else "")
         if key in seen:
-            raise DownloadError(f"{path}: member {info.filename!r} appears twice; refusing to extract this archive")
+            raise _refuse(path, info.filename, "appears twice")
         seen.add(key)
-        size = info.file_size
-        if size >= limits.ratio_min_bytes and size > limits.max_ratio * max(info.compress_size, 1):
-            raise DownloadError(
-                f"{path}: member {info.filename!r} would expand {size / max(info.compress_size, 1):.0f}-fold "
-                f"(more than {limits.max_ratio:g}); refusing to extract a possible zip bomb"
-            )
-        total += size
-        total_compressed += info.compress_size
-        out.append((info, clean))
+        _check_ratio(info.file_size, info.compress_size, limits, f"{path}: member {info.filename!r}")
+        members.append((info, clean))
+    total = sum(info.file_size for info in infos)
     if total > limits.max_total_bytes:
         raise DownloadError(
             f"{path}: members declare {total} bytes, more than the {limits.max_total_bytes} allowed; "
             "refusing to extract a possible zip bomb"
         )
-    if total >= limits.ratio_min_bytes and total > limits.max_ratio * max(total_compressed, 1):
-        raise DownloadError(
-            f"{path}: would expand {total / max(total_compressed, 1):.0f}-fold (more than {limits.max_ratio:g}); "
-            "refusing to extract a possible zip bomb"
-        )
-    return out
+    _check_ratio(total, sum(info.compress_size for info in infos), limits, str(path))
+    return members
 
 
 def check_layout(names: Iterable[str], required: Iterable[str], path: str | os.PathLike[str]) -> None:
@@ -163,6 +149,28 @@ def check_layout(names: Iterable[str], required: Iterable[str], path: str | os.P
             )
 
 
+@contextlib.contextmanager
+def _checked_zip(
+    path: str | os.PathLike[str], limits: ExtractLimits, required: Iterable[str]
+) -> Iterator[tuple[zipfile.ZipFile, list[tuple[zipfile.ZipInfo, str]]]]:
+    """Open ``path`` and check its members and layout; yield the archive and its members."""
+    with open_zip(path) as archive:
+        members = check_members(archive, path, limits=limits)
+        check_layout([clean for _, clean in members], required, path)
+        yield archive, members
+
+
+@contextlib.contextmanager
+def _reading_member(path: str | os.PathLike[str], info: zipfile.ZipInfo, errors: tuple = _DAMAGED) -> Iterator[None]:
+    """Turn the errors of reading a damaged member into a one-line :class:`DownloadError`."""
+    try:
+        yield
+    except errors as exc:
+        raise DownloadError(
+            f"{path}: member {info.filename!r} is damaged ({exc}); delete the archive and download it again"
+        ) from None
+
+
 def verify_zip(
     path: str | os.PathLike[str],
     *,
@@ -170,40 +178,30 @@ def verify_zip(
     required: Iterable[str] = (),
     progress: ProgressCallback | None = None,
     description: str | None = None,
+    read_data: bool = True,
 ) -> int:
-    """Check a zip archive completely: safe members, expected layout and the CRC of every member.
+    """Check a zip archive's members (see :func:`check_members`) and layout; return their number.
 
     Args:
-        path: The archive.
-        limits: Caps checked before reading any data.
         required: Glob patterns that must each match a member name.
         progress: Optional callback, called with bytes of member data checked.
         description: Progress description (default ``"check NAME"``).
-
-    Returns:
-        The number of members.
+        read_data: Read every member to check its CRC (else only names and sizes are checked).
 
     Raises:
         DownloadError: the archive is damaged, truncated, unsafe or not the expected one.
     """
     description = description or f"check {Path(path).name}"
-    with open_zip(path) as archive:
-        members = check_members(archive, path, limits=limits)
-        check_layout([clean for _, clean in members], required, path)
+    with _checked_zip(path, limits, required) as (archive, members):
+        if not read_data:
+            return len(members)
         total = sum(info.file_size for info, _ in members)
         done = 0
         for info, _ in members:
-            if info.is_dir():
-                continue
-            try:
-                with archive.open(info) as src:
-                    while chunk := src.read(_CHUNK):
-                        done += len(chunk)
-                        report(progress, description, done, total)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
-                raise DownloadError(
-                    f"{path}: member {info.filename!r} is damaged ({exc}); delete the archive and download it again"
-                ) from None
+            with _reading_member(path, info, _DAMAGED + (OSError,)), archive.open(info) as src:
+                while chunk := src.read(_CHUNK):
+                    done += len(chunk)
+                    report(progress, description, done, total)
         report(progress, description, total, total)
         return len(members)
 
@@ -211,28 +209,26 @@ def verify_zip(
 def merge_tree(src: Path, dst: Path) -> None:
     """Move everything under ``src`` into ``dst`` with renames (same file system).
 
-    A folder that does not exist yet in ``dst`` moves in one rename; existing folders are merged
-    and existing files replaced. Each file appears under its final name complete or not at all.
+    Folders new to ``dst`` move in one rename; existing folders are merged and existing files
+    replaced, so each file appears under its final name complete or not at all.
     """
     dst.mkdir(parents=True, exist_ok=True)
     for entry in sorted(src.iterdir()):
         target = dst / entry.name
+        target_is_dir = target.is_dir() and not target.is_symlink()
         if entry.is_dir() and not entry.is_symlink():
-            if target.is_dir() and not target.is_symlink():
+            if target_is_dir:
                 merge_tree(entry, target)
                 continue
             if target.is_symlink() or target.exists():
                 target.unlink()
-        elif target.is_dir() and not target.is_symlink():
+        elif target_is_dir:
             shutil.rmtree(target)
         os.replace(entry, target)
 
 
 def staging_dir(dest: Path, label: str) -> Path:
-    """Create a hidden staging folder inside ``dest`` (same file system, so renames are atomic).
-
-    Leftovers of an earlier killed run with the same label are removed first.
-    """
+    """Create a hidden staging folder inside ``dest``, removing leftovers of a killed run first."""
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob(f"{STAGING_PREFIX}{label}.*"):
         shutil.rmtree(old, ignore_errors=True)
@@ -249,14 +245,11 @@ def extract_zip(
 ) -> list[str]:
     """Extract a zip archive into ``dest`` safely and atomically.
 
-    All members are checked first (see :func:`check_members` and :func:`check_layout`);
-    nothing is written if any check fails. Members are written into a staging folder inside
-    ``dest`` (CRCs are checked while reading) and then moved into place with renames.
+    Nothing is written unless every member passes :func:`check_members` and :func:`check_layout`;
+    members go to a staging folder inside ``dest`` (CRCs checked while reading), then into place.
 
     Args:
-        path: The archive.
         dest: Target folder (created if needed).
-        limits: Caps on total size, member count and compression ratio.
         required: Glob patterns that must each match a member name.
         progress: Optional callback, called as ``("extract NAME", members done, members)``.
 
@@ -266,12 +259,9 @@ def extract_zip(
     Raises:
         DownloadError: the archive is damaged, truncated, unsafe or not the expected one.
     """
-    path = Path(path)
-    dest = Path(dest)
+    path, dest = Path(path), Path(dest)
     description = f"extract {path.name}"
-    with open_zip(path) as archive:
-        members = check_members(archive, path, limits=limits)
-        check_layout([clean for _, clean in members], required, path)
+    with _checked_zip(path, limits, required) as (archive, members):
         staging = staging_dir(dest, path.name)
         written: list[str] = []
         try:
@@ -283,17 +273,11 @@ def extract_zip(
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with archive.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, _CHUNK)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                    raise DownloadError(
-                        f"{path}: member {info.filename!r} is damaged ({exc}); delete the archive and download it again"
-                    ) from None
+                with _reading_member(path, info), archive.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
                 written.append(clean)
             merge_tree(staging, dest)
         finally:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(staging)
+            shutil.rmtree(staging, ignore_errors=True)
         report(progress, description, len(members), len(members))
         return written
