@@ -67,6 +67,12 @@ _EXPORTS: dict[str, str] = {
     "evaluate_model": "gtsrb_kit.evaluate:evaluate",
     "predict": "gtsrb_kit.evaluate",
     "load_model": "gtsrb_kit.evaluate",
+    # robustness (GTSRB-C) and explanations
+    "CHALLENGES": "gtsrb_kit.corrupt",
+    "corrupt_image": "gtsrb_kit.corrupt:corrupt",
+    "run_robustness": "gtsrb_kit.robustness",
+    "grad_cam": "gtsrb_kit.explain",
+    "explain_model": "gtsrb_kit.explain:explain",
     # sweeps, batch jobs, reports
     "load_plan": "gtsrb_kit.plans",
     "plan_from_dict": "gtsrb_kit.plans",
