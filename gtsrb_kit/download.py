@@ -402,7 +402,7 @@ def _fetch_with_retries(
             return _fetch_once(url, part, timeout=policy.timeout, progress=progress, description=description)
         except _Transient as exc:
             if attempt > policy.retries:
-                raise _Permanent(f"{exc} (gave up after {attempt} attempts)") from None
+                raise _Permanent(f"{exc} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})") from None
             time.sleep(min(policy.delay * 2 ** (attempt - 1), policy.max_delay))
 
 
