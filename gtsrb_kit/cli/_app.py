@@ -50,27 +50,25 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-# advice for the OSErrors users cause (a path that is wrong, read-only or full); others get the generic one
+# what to do about the OSErrors users cause (a path that is wrong, read-only or full)
 _OS_ADVICE = {
-    errno.ENOENT: "no such file or folder; check the path",
-    errno.EACCES: "permission denied; fix its permissions or choose a folder you can write to",
-    errno.EPERM: "operation not permitted; fix its permissions or choose another path",
-    errno.EROFS: "read-only file system; choose a folder you can write to",
-    errno.ENOSPC: "no space left on the device; free some space or write elsewhere",
-    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
-    errno.EEXIST: "already exists and is not a folder; choose another path",
-    errno.ENOTDIR: "part of the path is a file, not a folder; check the path",
-    errno.EISDIR: "is a folder, not a file; pass a file",
+    errno.ENOENT: "check the path",
+    errno.EACCES: "fix its permissions or choose a folder you can write to",
+    errno.EPERM: "fix its permissions or choose another path",
+    errno.EROFS: "choose a folder you can write to",
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EEXIST: "it is in the way: choose another path",
+    errno.ENOTDIR: "part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "pass a file, not a folder",
 }
 
 
 def os_error_message(exc: OSError) -> str:
     """``<file>: <what is wrong>; <what to do>`` for an OSError (the file from the error, if it names one)."""
     where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-    advice = _OS_ADVICE.get(exc.errno or 0)
-    if advice is None:
-        advice = f"{(exc.strerror or str(exc) or type(exc).__name__).rstrip('.')}; check the path, its permissions and free space"
-    return f"{where}{advice}"
+    what = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+    return f"{where}{what}; {_OS_ADVICE.get(exc.errno or 0, 'check the path, its permissions and free space')}"
 
 
 def _help_hint(ctx: click.Context | None) -> str:
