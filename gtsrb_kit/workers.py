@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+# OpenCV reads this when imported (here, in the forkserver and in every worker): no log lines on stderr.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+
 _worker_limits: contextlib.ExitStack | None = None
 
 
@@ -28,6 +31,9 @@ def single_threaded() -> Iterator[None]:
     import cv2
     from threadpoolctl import threadpool_limits
 
+    from cv2.utils import logging as cv2_logging
+
+    cv2_logging.setLogLevel(cv2_logging.LOG_LEVEL_SILENT)  # errors reach the user as one line, not as OpenCV's log
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -45,12 +51,19 @@ def _init_worker(parent: int) -> None:
 
 
 def _exit_with(parent: int) -> None:
-    """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
+    """End this worker when its parent has ended (killed: the pool cannot tell it any more).
+
+    The worker's own parent is the forkserver, which ends with the caller; a killed caller
+    not yet reaped by its own parent still answers ``kill(pid, 0)``, so both are watched.
+    """
+    forkserver = os.getppid()
     while True:
-        time.sleep(0.5)
+        time.sleep(0.25)
         try:
             os.kill(parent, 0)
         except ProcessLookupError:
+            os._exit(1)
+        if os.getppid() != forkserver:
             os._exit(1)
 
 
