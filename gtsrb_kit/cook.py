@@ -398,7 +398,7 @@ def cook_dataset(
         if not (catalog["split"] == "train").any():
             raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
         plan = opts.plan(catalog)
-        used = np.sort(np.concatenate([plan.train, plan.val, plan.test, plan.meta]))
+        used = np.unique(np.concatenate([plan.train, plan.val, plan.test, plan.meta]))  # meta reuses train rows
         scanned = _scan_rows(catalog, used, pool, workers, progress)
         fingerprint = _fingerprint(catalog, used, [d for d, _ in scanned])
         recipes = {v.name: _recipe(v, scale=opts.scale, seed=opts.seed, val_fraction=opts.val_fraction,

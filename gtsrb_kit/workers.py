@@ -51,20 +51,30 @@ def _init_worker(parent: int) -> None:
 
 
 def _exit_with(parent: int) -> None:
-    """End this worker when its parent has ended (killed: the pool cannot tell it any more).
-
-    The worker's own parent is the forkserver, which ends with the caller; a killed caller
-    not yet reaped by its own parent still answers ``kill(pid, 0)``, so both are watched.
-    """
-    forkserver = os.getppid()
+    """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
     while True:
         time.sleep(0.25)
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
+        if _ended(parent):
             os._exit(1)
-        if os.getppid() != forkserver:
-            os._exit(1)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended, also when it is a zombie not yet reaped by its parent.
+
+    A zombie still answers ``kill(pid, 0)``; and the forkserver, the workers' own parent, lives
+    on while they do (they hold its keep-alive pipe), so neither tells a killed caller.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):  # no /proc (not Linux): kill(pid, 0) is all there is
+        return False
 
 
 @contextlib.contextmanager
