@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +215,8 @@ def _check_out_dir(out_dir: Path) -> None:
     try:
         probe.write_bytes(b"x")
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DataError(f"{out_dir}: no space left on device; free space or pass another --out") from None
         raise DataError(
             f"{out_dir}: cannot write there ({exc.strerror or exc}); check permissions and free space or pass another --out"
         ) from None

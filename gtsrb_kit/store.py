@@ -274,13 +274,18 @@ def _x_dataset(handle: h5py.File, split: str) -> h5py.Dataset:
     _check_split(split)
     name = f"x_{split}"
     with _reading(handle.filename, f"dataset {name}"):
-        present = name in handle and f"y_{split}" in handle
-        if present:
+        if name in handle:
+            _require(handle, f"y_{split}")
             return handle[name]
         have = [s for s in SPLITS if f"x_{s}" in handle]
     raise DataError(
         f"{handle.filename}: has no split {split!r} (it has: {', '.join(have) or 'none'}); {_RECOOK}"
     )
+
+
+def _require(handle: h5py.File, name: str) -> None:
+    if name not in handle:
+        raise DataError(f"{handle.filename}: dataset {name} missing; {_RECOOK}")
 
 
 def _read_labels(handle: h5py.File, split: str, indices: np.ndarray | None = None) -> np.ndarray:
@@ -333,6 +338,7 @@ def _split_info(handle: h5py.File, split: str, shape: tuple[int, ...]) -> dict[s
             "classes": int(len(np.unique(y))), "compression": ds.compression}
     columns = [f"path_{split}"] + ([f"track_{split}"] if split in ("train", "val") else [])
     for name in columns:
+        _require(handle, name)
         with _reading(path, f"dataset {name}"):
             values = handle[name][...]
         if values.shape != (n,):

@@ -458,3 +458,14 @@ def test_cook_stderr_has_no_opencv_log_or_object_reprs(tmp_path: Path) -> None:
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: skipped"), lines
     assert "[ERROR" not in run.stderr and "object at 0x" not in run.stderr
+
+
+def test_cook_rebuilds_a_damaged_file_with_the_same_recipe(tmp_path: Path) -> None:
+    """A file that claims the recipe but cannot be read whole is cooked again, not reported up to date."""
+    path = _cook_tiny(tmp_path)
+    good = path.read_bytes()
+    _damage_chunk(path)
+    result = CliRunner().invoke(app, ["cook", "--root", str(tmp_path / "tree"), "--out", str(path.parent),
+                                      "--size", "8", "--mode", "L", "--workers", "1"])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    assert path.read_bytes() == good
