@@ -604,7 +604,8 @@ class SplitSource:
         i = int(index)
         if not -len(self) <= i < len(self):
             raise IndexError(f"{self.path}: index {index} out of range for split {self.split!r} with {len(self)} images")
-        image = self._dataset()[i % len(self)]
+        with _reading(self.path, f"dataset x_{self.split}"):
+            image = self._dataset()[i % len(self)]
         return (_normalize(image) if self.normalize else image), int(self.labels[i])
 
     def _dataset(self) -> h5py.Dataset:
