@@ -382,7 +382,14 @@ def _read_images(images: Sequence[str | Path], recipe: dict[str, Any]) -> np.nda
     for path in images:
         if not Path(path).is_file():
             raise DataError(f"{path}: no such image file")
-        batch.append(preprocess_image(load_image(path), recipe))
+        try:
+            rgb = load_image(path)
+        except DataError:  # the decoder's own one-line reason
+            raise
+        except Exception as exc:  # anything else from a decoder library, named by its type
+            raise DataError(f"{path}: not a readable image ({type(exc).__name__}); pass PPM, PNG or JPEG files") \
+                from None
+        batch.append(preprocess_image(rgb, recipe))
     return np.stack(batch)
 
 
