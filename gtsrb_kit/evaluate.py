@@ -293,7 +293,8 @@ def predict(
     """Classify image files (PPM, PNG, JPEG, any size) with a trained model.
 
     Args:
-        model_path: A ``.keras`` file written by :func:`gtsrb_kit.train.train`.
+        model_path: A ``.keras`` file written by :func:`gtsrb_kit.train.train`, or a model written by
+            :func:`gtsrb_kit.export.export_model` (``.onnx``, ``.tflite``, SavedModel folder).
         images: Image files, each a crop around one sign (as GTSRB images are).
         top_k: How many classes to return per image (best first).
         batch_size: Inference batch size.
@@ -307,7 +308,10 @@ def predict(
         ConfigError: ``top_k`` < 1 or no images given.
     """
     from gtsrb_kit.catalog import load_image
+    from gtsrb_kit.export import exported_kind, predict_exported
 
+    if exported_kind(model_path):  # .onnx / .tflite / SavedModel: through its runtime (ONNX: no TensorFlow)
+        return predict_exported(model_path, images, top_k=top_k, batch_size=batch_size)
     if not images:
         raise ConfigError("no images given; pass one or more PPM/PNG/JPEG files")
     if top_k < 1:

@@ -149,8 +149,8 @@ def evaluate_command(
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (PPM, PNG, JPEG), each a crop around one sign.",
                                                  show_default=False)],
-    model: Annotated[Path, typer.Option("--model", help="A .keras file written by gtsrb-kit train.",
-                                        show_default=False)],
+    model: Annotated[Path, typer.Option("--model", help="A .keras file written by gtsrb-kit train, or a .onnx/.tflite "
+                                        "file written by gtsrb-kit export.", show_default=False)],
     top: Annotated[int, typer.Option("--top", help="Classes to show per image.", min=1)] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one list) for scripts.")] = False,
 ) -> None:
