@@ -307,21 +307,35 @@ def predict(
         DataError: unreadable model or image files.
         ConfigError: ``top_k`` < 1 or no images given.
     """
-    from gtsrb_kit.catalog import load_image
     from gtsrb_kit.export import exported_kind, predict_exported
 
     if exported_kind(model_path):  # .onnx / .tflite / SavedModel: through its runtime (ONNX: no TensorFlow)
         return predict_exported(model_path, images, top_k=top_k, batch_size=batch_size)
+    check_request(images, top_k)
+    pre = read_preprocessing(model_path)
+    model = load_model(model_path)
+    x = read_inputs(images, pre)
+    expected = tuple(int(v) for v in model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise DataError(f"{model_path}: expects {expected} inputs but its preprocessing record gives "
+                        f"{tuple(x.shape[1:])}; the model file and its record disagree")
+    return top_classes(images, predict_probs(model, x, batch_size), pre.get("class_names") or [], top_k)
+
+
+def check_request(images: Sequence[str | Path], top_k: int) -> None:
+    """A ConfigError for an empty image list or ``top_k`` < 1."""
     if not images:
         raise ConfigError("no images given; pass one or more PPM/PNG/JPEG files")
     if top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {top_k}")
-    pre = read_preprocessing(model_path)
-    model = load_model(model_path)
-    names = [str(n) for n in pre.get("class_names") or []]
+
+
+def read_inputs(images: Sequence[str | Path], preprocessing: dict[str, Any]) -> np.ndarray:
+    """The model inputs (``uint8``) of image files: the package's decoder, then :func:`preprocess_image`."""
+    from gtsrb_kit.catalog import load_image
+
     batch = []
-    for path in images:
-        path = Path(path)
+    for path in map(Path, images):
         if not path.is_file():
             raise DataError(f"{path}: no such image file")
         try:
@@ -329,17 +343,17 @@ def predict(
         except Exception as exc:  # the decoder's DataError says why; anything else is named by its type
             why = str(exc).removeprefix(f"{path}: ").split(";")[0] if isinstance(exc, DataError) else type(exc).__name__
             raise DataError(f"{path}: not a readable image ({why}); pass PPM, PNG or JPEG files") from None
-        batch.append(preprocess_image(rgb, pre))
-    x = np.stack(batch)
-    expected = tuple(int(v) for v in model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise DataError(f"{model_path}: expects {expected} inputs but its preprocessing record gives "
-                        f"{tuple(x.shape[1:])}; the model file and its record disagree")
-    probs = predict_probs(model, x, batch_size)
+        batch.append(preprocess_image(rgb, preprocessing))
+    return np.stack(batch)
+
+
+def top_classes(images: Sequence[str | Path], probs: np.ndarray, class_names: Sequence[str], top_k: int,
+                ) -> list[dict[str, Any]]:
+    """Per image ``path``, ``class_id``, ``name``, ``probability`` and ``top`` (the ``top_k`` best)."""
+    names = [str(n) for n in class_names]
     results = []
     for path, p in zip(images, probs):
-        order = np.argsort(-p, kind="stable")[:top_k]
         top = [{"class_id": int(c), "name": names[c] if c < len(names) else str(c), "probability": float(p[c])}
-               for c in order]
+               for c in np.argsort(-p, kind="stable")[:top_k]]
         results.append({"path": str(path), **top[0], "top": top})
     return results

@@ -373,26 +373,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
-def _read_images(images: Sequence[str | Path], recipe: dict[str, Any]) -> np.ndarray:
-    """The model inputs (``uint8``) of image files, through the package's decoder and enhancer."""
-    from gtsrb_kit.catalog import load_image
-    from gtsrb_kit.evaluate import preprocess_image
-
-    batch = []
-    for path in images:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no such image file")
-        try:
-            rgb = load_image(path)
-        except DataError:  # the decoder's own one-line reason
-            raise
-        except Exception as exc:  # anything else from a decoder library, named by its type
-            raise DataError(f"{path}: not a readable image ({type(exc).__name__}); pass PPM, PNG or JPEG files") \
-                from None
-        batch.append(preprocess_image(rgb, recipe))
-    return np.stack(batch)
-
-
 def predict_exported(
     path: str | Path,
     images: Sequence[str | Path],
@@ -416,21 +396,13 @@ def predict_exported(
         DataError: unreadable model, recipe or image files.
         ConfigError: ``top_k`` < 1, no images, or the runtime is not installed.
     """
-    if not images:
-        raise ConfigError("no images given; pass one or more PPM/PNG/JPEG files")
-    if top_k < 1:
-        raise ConfigError(f"top_k must be at least 1, got {top_k}")
+    from gtsrb_kit.evaluate import check_request, read_inputs, top_classes
+
+    check_request(images, top_k)
     runtime = open_runtime(path)
     recipe = read_recipe(path)
-    x = _read_images(images, recipe)
+    x = read_inputs(images, recipe)
     expected = [int(v) for v in (recipe.get("input") or {}).get("shape", [None, *x.shape[1:]])[1:]]
     if list(x.shape[1:]) != expected:
         raise DataError(f"{path}: expects {tuple(expected)} inputs but its recipe gives {tuple(x.shape[1:])}")
-    probs = exported_probs(runtime, x, batch_size)
-    names = [str(n) for n in recipe.get("class_names") or []]
-    results = []
-    for image, p in zip(images, probs):
-        top = [{"class_id": int(c), "name": names[c] if c < len(names) else str(c), "probability": float(p[c])}
-               for c in np.argsort(-p, kind="stable")[:top_k]]
-        results.append({"path": str(image), **top[0], "top": top})
-    return results
+    return top_classes(images, exported_probs(runtime, x, batch_size), recipe.get("class_names") or [], top_k)
