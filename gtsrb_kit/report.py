@@ -18,6 +18,7 @@ from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import plot_curves, pyplot, save_png
 from gtsrb_kit.runs import (  # noqa: F401 - the run summary, also importable from here
     REPORT_FORMAT, REPORT_JSON, ROW_FIELDS, best_per_dataset, build_report, collect_runs, read_history, read_json,
+    seed_groups,
     update_report_json,
 )
 
@@ -39,21 +40,33 @@ def runs_frame(run_dir: str | os.PathLike[str]) -> Any:
 
 
 def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float | None]]]:
-    """Datasets (rows) x model[/augment] (columns) of test accuracy."""
+    """Datasets (rows) x model[/augment] (columns) of test accuracy (of the chosen run where seeds repeat)."""
     augments = {r["augment"] for r in rows}
     def col(r: dict[str, Any]) -> str:
         return f"{r['model']}" if len(augments) <= 1 else f"{r['model']}/{r['augment']}"
     datasets = list(dict.fromkeys(str(r["dataset"]) for r in rows))
     cols = list(dict.fromkeys(col(r) for r in rows))
     grid: list[list[float | None]] = [[None] * len(cols) for _ in datasets]
+    chosen = _chosen_cells(rows, datasets, cols, col)
     for r in rows:
-        if r["test_accuracy"] is not None and r["status"] == "done":
-            grid[datasets.index(str(r["dataset"]))][cols.index(col(r))] = r["test_accuracy"]
+        i, j = datasets.index(str(r["dataset"])), cols.index(col(r))
+        if r["test_accuracy"] is not None and r["status"] == "done" and (grid[i][j] is None or (i, j, r["run"]) in chosen):
+            grid[i][j] = r["test_accuracy"]
     return datasets, cols, grid
+
+
+def _chosen_cells(rows: list[dict[str, Any]], datasets: list[str], cols: list[str], col: Any) -> set[tuple[int, int, str]]:
+    """(dataset row, column, run) of the run chosen by validation accuracy in every cell."""
+    cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((datasets.index(str(r["dataset"])), cols.index(col(r))), []).append(r)
+    return {(i, j, best) for (i, j), members in cells.items() for best in best_per_dataset(members).values()}
 
 
 def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Path | None:
     """Heat map of test accuracy, datasets x models (annotated; empty cells = not finished).
+
+    Bold: the run chosen per dataset by validation accuracy (never by the test accuracy shown).
 
     Returns:
         The PNG path, or ``None`` when no run has finished.
@@ -79,7 +92,10 @@ def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Pa
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
     ax.set_yticks(range(len(datasets)), datasets)
-    best_by_row = [int(np.nanargmax(line)) if np.isfinite(line).any() else -1 for line in values]
+    augments = {r["augment"] for r in rows}
+    chosen = {str(r["dataset"]): (f"{r['model']}" if len(augments) <= 1 else f"{r['model']}/{r['augment']}")
+              for r in rows if r["run"] in set(best_per_dataset(rows).values())}
+    best_by_row = [cols.index(chosen[d]) if d in chosen else -1 for d in datasets]
     for i in range(len(datasets)):
         for j in range(len(cols)):
             v = values[i, j]
@@ -88,7 +104,7 @@ def plot_accuracy(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Pa
             ax.text(j, i, text, ha="center", va="center", fontsize=9,
                     color="black" if bright or not np.isfinite(v) else "white",
                     fontweight="bold" if j == best_by_row[i] else "normal")
-    ax.set_title("Test accuracy (bold: best per dataset)")
+    ax.set_title("Test accuracy (bold: chosen per dataset by validation accuracy)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return save_png(fig, out)
@@ -114,16 +130,45 @@ def plot_learning_curves(run_dir: str | os.PathLike[str], runs: list[str], out: 
 
 _COLUMNS = (
     ("run", "run"), ("status", "status"), ("dataset", "dataset"), ("model", "model"), ("augment", "augment"),
-    ("test_accuracy", "test acc"), ("best_val_accuracy", "best val acc"), ("epochs_completed", "epochs"),
+    ("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"), ("lowest_recall", "lowest recall"),
+    ("corruption_accuracy", "GTSRB-C acc"), ("seed", "seed"), ("epochs_completed", "epochs"),
     ("duration_s", "duration (s)"), ("model_params", "params"), ("dataset_mb", "dataset MB"),
 )
+
+
+_NUMERIC = frozenset({"test_accuracy", "best_val_accuracy", "lowest_recall", "corruption_accuracy", "seed",
+                      "epochs_completed", "duration_s", "model_params", "dataset_mb"})
+
+
+def mean_std(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` (in percent by default), ``-`` without a mean."""
+    if mean is None:
+        return "-"
+    return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
+def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of runs that differ only by seed (only when a recipe has several seeds)."""
+    repeated = [g for g in groups if len(g["runs"]) > 1]
+    if not repeated:
+        return []
+    lines = ["", "## Over seeds", "", "| dataset | model | augment | runs done | seeds | val acc % | test acc % | "
+             "lowest recall % | s per run |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
+    for g in repeated:
+        r = g["recipe"]
+        lines.append(f"| {r.get('dataset')} | {r.get('model')} | {r.get('augment')} | {g['done']}/{len(g['runs'])} | "
+                     f"{', '.join(map(str, g['seeds']))} | {mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} | "
+                     f"{mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} | "
+                     f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} | "
+                     f"{mean_std(g['duration_s_mean'], g['duration_s_std'], 1.0, 0)} |")
+    return lines + ["", "Mean ± sample standard deviation over the finished runs of each recipe."]
 
 
 def format_cell(key: str, value: Any) -> str:
     """A row value as table text (accuracies with 4 decimals, sizes with 1, ``-`` for none)."""
     if value is None:
         return "-"
-    if key in ("test_accuracy", "best_val_accuracy"):
+    if key in ("test_accuracy", "best_val_accuracy", "lowest_recall", "corruption_accuracy"):
         return f"{value:.4f}"
     if key in ("duration_s", "dataset_mb", "model_mb"):
         return f"{value:.1f}"
@@ -140,17 +185,18 @@ def _markdown(report: dict[str, Any], charts: dict[str, Path]) -> str:
     lines.append(f"{report['total']} runs: {counts}.")
     if report["best"]:
         b = next(r for r in rows if r["run"] == report["best"])
-        lines.append(f"Best: **{b['run']}** (test accuracy {b['test_accuracy']:.4f}).")
-    lines += ["", "Best run per dataset in **bold**.", ""]
+        lines.append(f"Chosen by validation accuracy: **{b['run']}** (validation {b['best_val_accuracy']:.4f}, "
+                     f"test {b['test_accuracy']:.4f}).")
+    lines += ["", "In **bold**: the run of each dataset chosen by validation accuracy (test accuracy never chooses).", ""]
     lines.append("| " + " | ".join(h for _, h in _COLUMNS) + " |")
-    lines.append("|" + "|".join("---:" if k in ("test_accuracy", "best_val_accuracy", "epochs_completed",
-                                                 "duration_s", "model_params", "dataset_mb") else "---"
+    lines.append("|" + "|".join("---:" if k in _NUMERIC else "---"
                                  for k, _ in _COLUMNS) + "|")
     for r in rows:
         cells = [format_cell(k, r[k]).replace("|", "\\|") for k, _ in _COLUMNS]
         if r["run"] in best:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _group_lines(report.get("groups", []))
     failed = [r for r in rows if r["error"]]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -180,14 +226,15 @@ def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
     rows = report["runs"]
     best = set(report["best_per_dataset"].values())
     esc = html.escape
-    numeric = {"test_accuracy", "best_val_accuracy", "epochs_completed", "duration_s", "model_params", "dataset_mb"}
+    numeric = _NUMERIC
     parts = [
         "<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>Sweep report: {esc(str(report['name']))}</title>", f"<style>{_CSS}</style></head><body>",
         f"<h1>Sweep report: {esc(str(report['name']))}</h1>",
     ]
     counts = ", ".join(f"{n} {s}" for s, n in report["counts"].items()) or "no runs"
-    parts.append(f"<p>{report['total']} runs: {esc(counts)}. Best run per dataset highlighted.</p>")
+    parts.append(f"<p>{report['total']} runs: {esc(counts)}. Highlighted: the run of each dataset chosen by "
+                 "validation accuracy (test accuracy never chooses).</p>")
     parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for _, h in _COLUMNS) + "</tr></thead><tbody>")
     for r in rows:
         cls = ' class="best"' if r["run"] in best else ""

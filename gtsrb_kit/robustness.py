@@ -28,11 +28,12 @@ from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import write_json
 from gtsrb_kit.plotting import image_grid, pyplot, save_png
 from gtsrb_kit.progress import ProgressCallback, report
+from gtsrb_kit.runs import ROBUSTNESS_FILE
 from gtsrb_kit.split import check_fraction, scale_test
 from gtsrb_kit.store import SplitColumns, VariantWriter, chunk_rows, encode_chunk, enhanced_filename
 from gtsrb_kit.workers import ordered, process_pool
 
-RESULT_FILE = "robustness.json"
+RESULT_FILE = Path(ROBUSTNESS_FILE).name
 CURVES_PNG = "robustness.png"
 EXAMPLES_PNG = "challenges.png"
 CLEAN = "clean"
@@ -262,7 +263,7 @@ def run_robustness(
         base = _scores(_correct_counts(Path(baseline), base_pre, test, write=None, **common), len(test), chosen)
         result["baseline"] = {"model": str(baseline), **base, **_relative_to(result, base)}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    out_dir = Path(out) if out is not None else model.parent / "robustness"
+    out_dir = Path(out) if out is not None else model.parent / Path(ROBUSTNESS_FILE).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RESULT_FILE, result)
     plot_robustness(result, out_dir / CURVES_PNG)

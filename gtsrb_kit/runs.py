@@ -49,6 +49,7 @@ LOCK_FILE = ".run.lock"
 TRAIN_LOCK = ".train.lock"  # held by gtsrb_kit.train while it trains in the folder
 REPORT_JSON = "report.json"
 CURVES_FILE = "learning_curves.png"
+ROBUSTNESS_FILE = "robustness/robustness.json"  # gtsrb-kit robustness's default output in a run folder
 REPORT_FORMAT = "gtsrb-kit-report/1"
 _REPORT_LOCK = ".report.lock"
 METADATA_NAME = "gtsrb_kit.json"  # extra member of the .keras zip: preprocessing + run state
@@ -239,9 +240,9 @@ def read_history(folder: str | os.PathLike[str]) -> dict[str, list[float]]:
 
 #: Columns of a report row, in table order.
 ROW_FIELDS: tuple[str, ...] = (
-    "run", "status", "dataset", "model", "augment", "test_accuracy", "best_val_accuracy", "best_epoch",
-    "epochs_completed", "epochs", "batch_size", "seed", "duration_s", "model_params", "dataset_mb",
-    "model_mb", "dataset_path", "metrics", "error",
+    "run", "status", "dataset", "model", "augment", "best_val_accuracy", "test_accuracy", "lowest_recall",
+    "corruption_accuracy", "best_epoch", "epochs_completed", "epochs", "batch_size", "seed", "duration_s",
+    "model_params", "dataset_mb", "model_mb", "dataset_path", "metrics", "recipe", "error",
 )
 _RUN_MARKERS = (METRICS_FILE, RUN_FILE, CHECKPOINT_FILE, FAILED_FILE, CONFIG_FILE, "history.csv")
 
@@ -335,8 +336,10 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             "dataset": dataset,
             "model": pick("model", planned or {}, identity, metrics, config),
             "augment": pick("augment", planned or {}, identity, metrics, config) or "none",
-            "test_accuracy": _num(metrics.get("test_accuracy")),
             "best_val_accuracy": _num(metrics.get("best_val_accuracy")),
+            "test_accuracy": _num(metrics.get("test_accuracy")),
+            "lowest_recall": _lowest_recall(metrics),
+            "corruption_accuracy": _num((read_json(folder / ROBUSTNESS_FILE) or {}).get("mean_corruption_accuracy")),
             "best_epoch": metrics.get("best_epoch"),
             "epochs_completed": metrics.get("epochs_completed"),
             "epochs": pick("epochs", settings, config, metrics),
@@ -348,30 +351,72 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             "model_mb": _mb(model_file) if model_file.is_file() else None,
             "dataset_path": str(data_path) if data_path else None,
             "metrics": f"{name}/{METRICS_FILE}" if metrics else None,
+            "recipe": _recipe(dataset, planned or {}, identity, metrics, config, settings),
             "error": run_problem(folder) if status == "failed" else None,
         })
     return rows
 
 
+def _lowest_recall(metrics: dict[str, Any]) -> float | None:
+    recalls = [_num(c.get("recall")) for c in metrics.get("per_class") or [] if isinstance(c, dict) and c.get("support")]
+    return min((r for r in recalls if r is not None), default=None)
+
+
+def _recipe(dataset: Any, *sources: dict[str, Any]) -> str:
+    """What a run trained, except its seed: runs with the same recipe differ only by seed."""
+    *found, settings = sources
+    keys = ("model", "augment", "epochs", "batch_size")
+    recipe = {k: next((src[k] for src in found if src.get(k) is not None), None) for k in keys}
+    recipe.update({k: v for k, v in settings.items() if k not in ("seed", *keys)})
+    return json.dumps({"dataset": dataset, **recipe}, sort_keys=True, default=str)
+
+
+def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished run with the highest validation accuracy (ties: first in order). Never test accuracy."""
+    done = [r for r in rows if r["status"] == "done" and r.get("best_val_accuracy") is not None]
+    return max(done, key=lambda r: r["best_val_accuracy"]) if done else None
+
+
 def best_per_dataset(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Dataset -> name of its finished run with the highest test accuracy (ties: first in order)."""
-    best: dict[str, dict[str, Any]] = {}
+    """Dataset -> name of its finished run chosen by validation accuracy (ties: first in order)."""
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        acc = row.get("test_accuracy")
-        if row["status"] != "done" or acc is None:
-            continue
-        key = str(row.get("dataset"))
-        if key not in best or acc > best[key]["test_accuracy"]:
-            best[key] = row
-    return {k: v["run"] for k, v in best.items()}
+        by_dataset.setdefault(str(row.get("dataset")), []).append(row)
+    chosen = {k: _chosen(v) for k, v in by_dataset.items()}
+    return {k: v["run"] for k, v in chosen.items() if v is not None}
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return round(mean, 6), None if std is None else round(std, 6)
+
+
+def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs that differ only by seed, with the mean and sample standard deviation of their finished runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["recipe"], []).append(row)
+    out = []
+    for recipe, members in groups.items():
+        done = [r for r in members if r["status"] == "done" and r["test_accuracy"] is not None]
+        entry = {"recipe": json.loads(recipe), "runs": [r["run"] for r in members],
+                 "seeds": [r["seed"] for r in done], "done": len(done)}
+        for key in ("best_val_accuracy", "test_accuracy", "lowest_recall", "duration_s"):
+            entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std([r[key] for r in done if r[key] is not None])
+        out.append(entry)
+    return out
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The combined report of a run folder as a dict (what ``report.json`` holds).
 
-    Keys: ``format``, ``name`` (the plan's), ``counts`` (runs per status), ``best_per_dataset``,
-    ``best`` (the best finished run overall) and ``runs`` (the rows). No timestamps, so the same
-    files on disk always give the same report.
+    Keys: ``format``, ``name`` (the plan's), ``counts`` (runs per status), ``best_per_dataset`` and
+    ``best`` (the finished runs chosen by validation accuracy, per dataset and overall; test
+    accuracy never chooses), ``groups`` (runs that differ only by seed: :func:`seed_groups`) and
+    ``runs`` (the rows). No timestamps, so the same files on disk always give the same report.
     """
     run_dir = Path(run_dir)
     rows = collect_runs(run_dir)
@@ -379,16 +424,16 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    done = [r for r in rows if r["status"] == "done" and r["test_accuracy"] is not None]
-    best = max(done, key=lambda r: r["test_accuracy"])["run"] if done else None
+    best = _chosen(rows)
     return {
         "format": REPORT_FORMAT,
         "name": plan.get("name", run_dir.resolve().name),
         "total": len(rows),
         "complete": bool(rows) and counts.get("done", 0) == len(rows),
         "counts": dict(sorted(counts.items())),
-        "best": best,
+        "best": best["run"] if best else None,
         "best_per_dataset": best_per_dataset(rows),
+        "groups": seed_groups(rows),
         "runs": rows,
     }
 

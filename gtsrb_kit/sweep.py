@@ -357,8 +357,9 @@ class _Job:
         if not (folder / METRICS_FILE).is_file() and isinstance(metrics, dict):
             write_text_atomic(folder / METRICS_FILE, dump_json(metrics))
         metrics = read_json(folder / METRICS_FILE) or metrics
-        acc, dur = (metrics or {}).get("test_accuracy"), (metrics or {}).get("duration_s")
+        acc, dur, val = ((metrics or {}).get(k) for k in ("test_accuracy", "duration_s", "best_val_accuracy"))
         acc_txt = f"test accuracy {acc:.4f}" if isinstance(acc, (int, float)) else "finished"
+        acc_txt = f"best validation accuracy {val:.4f}, {acc_txt}" if isinstance(val, (int, float)) else acc_txt
         dur_txt = f" in {dur:.1f} s" if isinstance(dur, (int, float)) else ""
         self.log(f"{tag}: {acc_txt}{dur_txt}")
         return metrics

@@ -19,14 +19,23 @@ from gtsrb_kit.sweep import freeze_plan, plan_from_dict
 runner = CliRunner()
 
 
-def make_sweep(tmp: Path, accuracies: dict[str, float | None], *, models=("v1", "v2")) -> Path:
-    """A sweep folder: 2 datasets x models; runs given an accuracy are finished, None = interrupted."""
+def make_sweep(tmp: Path, accuracies: dict[str, float | None], *, models=("v1", "v2"),
+               vals: dict[str, float] | None = None, seeds: tuple[int, ...] | None = None) -> Path:
+    """A sweep folder: 2 datasets x models; runs given an accuracy are finished, None = interrupted.
+
+    ``vals``: validation accuracies (default: test + 0.01); ``seeds``: explicit runs, one per seed.
+    """
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     for stem in ("set-24x24-L", "set-24x24-RGB"):
         (data / f"{stem}.h5").write_bytes(b"x" * 250_000)
-    plan = plan_from_dict({"name": "tiny", "datasets": [str(data / "set-24x24-*.h5")], "models": list(models),
-                           "train": {"epochs": 3, "batch_size": 8}})
+    spec = {"name": "tiny", "datasets": [str(data / "set-24x24-*.h5")], "train": {"epochs": 3, "batch_size": 8}}
+    if seeds is None:
+        spec["models"] = list(models)
+    else:
+        spec["runs"] = [{"dataset": d, "model": m, "seed": s, "name": f"{d}__{m}__s{s}"}
+                        for d in ("set-24x24-L", "set-24x24-RGB") for m in models for s in seeds]
+    plan = plan_from_dict(spec)
     run_dir = tmp / "runs"
     freeze_plan(plan, run_dir)
     for run in plan.runs:
@@ -44,9 +53,11 @@ def make_sweep(tmp: Path, accuracies: dict[str, float | None], *, models=("v1", 
             continue
         (folder / "best.keras").write_bytes(b"m" * 500_000)
         (folder / "metrics.json").write_text(json.dumps({
-            "test_accuracy": acc, "best_val_accuracy": acc + 0.01, "best_epoch": 2, "epochs_completed": 3,
-            "duration_s": 12.5, "model": run.model, "data": str(run.dataset.path), "model_params": 123456,
-            "seed": 0, "augment": "none", "batch_size": 8,
+            "test_accuracy": acc, "best_val_accuracy": (vals or {}).get(run.name, acc + 0.01), "best_epoch": 2,
+            "epochs_completed": 3, "duration_s": 12.5, "model": run.model, "data": str(run.dataset.path),
+            "model_params": 123456, "seed": run.settings.get("seed", 0), "augment": "none", "batch_size": 8,
+            "per_class": [{"class_id": 0, "recall": acc, "support": 5}, {"class_id": 1, "recall": 1.0, "support": 5},
+                          {"class_id": 2, "recall": 0.0, "support": 0}],
         }))
     return run_dir
 
@@ -165,7 +176,7 @@ def test_report_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "set-24x24-L__v2__none" in out and "0.9200" in out and "interrupted" in out
-    assert "best: set-24x24-L__v2__none" in out
+    assert "chosen by validation accuracy: set-24x24-L__v2__none" in out
     for name in ("report.md", "report.html", "charts/accuracy.png", "charts/learning_curves.png"):
         assert (tmp_path / "out" / name).is_file()
     assert (run_dir / "report.json").is_file()
@@ -176,3 +187,50 @@ def test_report_on_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
         write_report(tmp_path / "nope")
     result = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "no such run folder" in result.stderr
+
+
+def test_validation_chooses_never_test(tmp_path: Path) -> None:
+    """v1 wins on test, v2 on validation: every choice in the report follows validation."""
+    accs = {"set-24x24-L__v1__none": 0.95, "set-24x24-L__v2__none": 0.90,
+            "set-24x24-RGB__v1__none": 0.97, "set-24x24-RGB__v2__none": 0.80}
+    vals = {"set-24x24-L__v1__none": 0.91, "set-24x24-L__v2__none": 0.93,
+            "set-24x24-RGB__v1__none": 0.85, "set-24x24-RGB__v2__none": 0.86}
+    run_dir = make_sweep(tmp_path, accs, vals=vals)
+    report = build_report(run_dir)
+    assert report["best_per_dataset"] == {"set-24x24-L": "set-24x24-L__v2__none",
+                                          "set-24x24-RGB": "set-24x24-RGB__v2__none"}
+    assert report["best"] == "set-24x24-L__v2__none"
+    files = write_report(run_dir)
+    md = files.markdown.read_text()
+    assert "| **set-24x24-L__v2__none** |" in md and "| **set-24x24-L__v1__none** |" not in md
+    assert "Chosen by validation accuracy: **set-24x24-L__v2__none** (validation 0.9300, test 0.9000)" in md
+    assert '<tr class="best"><td>set-24x24-RGB__v2__none</td>' in files.html.read_text()
+
+
+def test_seed_groups_mean_and_std(tmp_path: Path) -> None:
+    accs = {"set-24x24-L__v1__s0": 0.90, "set-24x24-L__v1__s1": 0.92, "set-24x24-L__v1__s2": 0.97,
+            "set-24x24-RGB__v1__s0": 0.80, "set-24x24-RGB__v1__s1": None}
+    run_dir = make_sweep(tmp_path, accs, models=("v1",), seeds=(0, 1, 2))
+    groups = {g["recipe"]["dataset"]: g for g in build_report(run_dir)["groups"]}
+    g = groups["set-24x24-L"]
+    assert g["runs"] == ["set-24x24-L__v1__s0", "set-24x24-L__v1__s1", "set-24x24-L__v1__s2"]
+    assert g["seeds"] == [0, 1, 2] and g["done"] == 3
+    assert g["test_accuracy_mean"] == pytest.approx(0.93) and g["test_accuracy_std"] == pytest.approx(0.036056, abs=1e-6)
+    assert g["lowest_recall_mean"] == pytest.approx(0.93)  # the class without images does not count
+    rgb = groups["set-24x24-RGB"]
+    assert rgb["done"] == 1 and rgb["test_accuracy_std"] is None and len(rgb["runs"]) == 3
+    md = write_report(run_dir).markdown.read_text()
+    assert "| set-24x24-L | v1 | none | 3/3 | 0, 1, 2 | 94.00 ± 3.61 | 93.00 ± 3.61 |" in md
+    out = runner.invoke(app, ["report", str(run_dir)]).stdout
+    assert "set-24x24-L v1 none: 3 seed(s) done, test accuracy 93.00 ± 3.61 %" in out
+
+
+def test_corruption_accuracy_column(tmp_path: Path) -> None:
+    run_dir = make_sweep(tmp_path, ACC)
+    (run_dir / "set-24x24-L__v1__none" / "robustness").mkdir()
+    (run_dir / "set-24x24-L__v1__none" / "robustness" / "robustness.json").write_text(
+        json.dumps({"mean_corruption_accuracy": 0.7123}))
+    rows = {r["run"]: r for r in collect_runs(run_dir)}
+    assert rows["set-24x24-L__v1__none"]["corruption_accuracy"] == 0.7123
+    assert rows["set-24x24-L__v2__none"]["corruption_accuracy"] is None
+    assert "0.7123" in write_report(run_dir).markdown.read_text()

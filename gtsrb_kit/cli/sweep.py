@@ -174,16 +174,17 @@ def report_command(
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Where to write report.md, report.html and charts/. Default: DIR.", file_okay=False)] = None,
 ) -> None:
-    """Tabulate a sweep (best run per dataset highlighted) and write report.json/.md/.html and charts."""
-    from gtsrb_kit.report import format_cell, write_report
+    """Tabulate a sweep (the run chosen per dataset by validation highlighted; mean ± std over seeds) and
+    write report.json/.md/.html and charts."""
+    from gtsrb_kit.report import format_cell, mean_std, write_report
 
     files = write_report(run_dir, out_dir=out)
     report = files.report
     best = set(report["best_per_dataset"].values())
     table = Table(title=f"{report['name']}: {_plural(report['total'], 'run')}", show_lines=False)
-    columns = (("run", "run"), ("status", "status"), ("test_accuracy", "test acc"),
-               ("best_val_accuracy", "val acc"), ("epochs_completed", "epochs"), ("duration_s", "s"),
-               ("dataset_mb", "data MB"))
+    columns = (("run", "run"), ("status", "status"), ("best_val_accuracy", "val acc"), ("test_accuracy", "test acc"),
+               ("lowest_recall", "min recall"), ("corruption_accuracy", "GTSRB-C"), ("epochs_completed", "epochs"),
+               ("duration_s", "s"), ("dataset_mb", "data MB"))
     for key, title in columns:
         table.add_column(title, justify="left" if key in ("run", "status") else "right", no_wrap=key == "run")
     colors = {"done": "green", "failed": "red", "running": "blue", "interrupted": "yellow", "started": "yellow"}
@@ -193,8 +194,16 @@ def report_command(
         table.add_row(*cells, style="bold green" if row["run"] in best else None)
     console = _wide_console()
     console.print(table)
+    for g in report["groups"]:
+        if len(g["runs"]) > 1:
+            r = g["recipe"]
+            console.print(f"{r.get('dataset')} {r.get('model')} {r.get('augment')}: {g['done']} seed(s) done, test "
+                          f"accuracy {mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} %, validation "
+                          f"{mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} %, lowest recall "
+                          f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} %", markup=False, highlight=False)
     if report["best"]:
-        console.print(f"best: {report['best']}  (bold green: best run per dataset)", markup=False)
+        console.print(f"chosen by validation accuracy: {report['best']}  (bold green: the run chosen per dataset)",
+                      markup=False)
     for path in (files.json, files.markdown, files.html, files.accuracy_chart, files.curves_chart):
         if path is not None:
             _echo(f"wrote {path}")
