@@ -403,9 +403,9 @@ from IPython.display import Image, display
 from gtsrb_kit.report import runs_frame, write_report
 
 files = write_report(run_dir)
-print("best run:", files.report["best"])
-print("best per dataset:", files.report["best_per_dataset"])
-runs_frame(run_dir)[["run", "status", "dataset", "model", "test_accuracy", "duration_s", "dataset_mb"]]
+print("chosen by validation accuracy:", files.report["best"])
+print("chosen per dataset:", files.report["best_per_dataset"])
+runs_frame(run_dir)[["run", "status", "dataset", "model", "best_val_accuracy", "test_accuracy", "duration_s"]]
 '''),
         ("code", '''
 for png in (files.accuracy_chart, files.curves_chart):
