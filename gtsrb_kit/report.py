@@ -18,8 +18,7 @@ from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import plot_curves, pyplot, save_png
 from gtsrb_kit.runs import (  # noqa: F401 - the run summary, also importable from here
     REPORT_FORMAT, REPORT_JSON, ROW_FIELDS, best_per_dataset, build_report, collect_runs, read_history, read_json,
-    seed_groups,
-    update_report_json,
+    BEST_FILE, committee_folder, seed_groups, update_report_json,
 )
 
 REPORT_MD = "report.md"
@@ -153,15 +152,26 @@ def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
     if not repeated:
         return []
     lines = ["", "## Over seeds", "", "| dataset | model | augment | runs done | seeds | val acc % | test acc % | "
-             "lowest recall % | s per run |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
+             "lowest recall % | s per run | committee test acc % (lowest recall %) | with TTA |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for g in repeated:
         r = g["recipe"]
         lines.append(f"| {r.get('dataset')} | {r.get('model')} | {r.get('augment')} | {g['done']}/{len(g['runs'])} | "
                      f"{', '.join(map(str, g['seeds']))} | {mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} | "
                      f"{mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} | "
                      f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} | "
-                     f"{mean_std(g['duration_s_mean'], g['duration_s_std'], 1.0, 0)} |")
-    return lines + ["", "Mean ± sample standard deviation over the finished runs of each recipe."]
+                     f"{mean_std(g['duration_s_mean'], g['duration_s_std'], 1.0, 0)} | "
+                     f"{committee_text(g.get('committee'))} | {committee_text(g.get('committee_tta'))} |")
+    return lines + ["", "Mean ± sample standard deviation over the finished runs of each recipe; the committee is "
+                    "the mean of their probabilities (`gtsrb-kit report --committee [--tta]`)."]
+
+
+def committee_text(committee: dict[str, Any] | None) -> str:
+    """``accuracy % (lowest recall %)`` of a committee, ``-`` when it was not evaluated."""
+    if not committee or committee.get("accuracy") is None:
+        return "-"
+    low = committee.get("lowest_recall")
+    return f"{committee['accuracy'] * 100:.2f}" + (f" ({low * 100:.1f})" if low is not None else "")
 
 
 def format_cell(key: str, value: Any) -> str:
@@ -259,6 +269,30 @@ def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
         parts.append(f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,{data}\">")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -> list[Path]:
+    """Evaluate the committee of every seed group with two or more finished runs (on the test split).
+
+    Each committee is the mean of its members' probabilities (:func:`gtsrb_kit.evaluate.evaluate`),
+    written to :func:`~gtsrb_kit.runs.committee_folder`; reports show it beside the group's mean.
+    Returns the ``evaluation.json`` files written.
+    """
+    from gtsrb_kit.evaluate import evaluate
+
+    run_dir = Path(run_dir)
+    report = build_report(run_dir)
+    rows = {r["run"]: r for r in report["runs"]}
+    written = []
+    for group in report["groups"]:
+        done = [rows[name] for name in group["runs"] if rows[name]["status"] == "done" and rows[name]["dataset_path"]]
+        if len(done) < 2:
+            continue
+        out = committee_folder(run_dir, group["recipe"], tta)
+        evaluate([run_dir / r["run"] / BEST_FILE for r in done], [r["dataset_path"] for r in done], out_dir=out, tta=tta)
+        written.append(out / "evaluation.json")
+    update_report_json(run_dir)
+    return written
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -50,6 +51,7 @@ TRAIN_LOCK = ".train.lock"  # held by gtsrb_kit.train while it trains in the fol
 REPORT_JSON = "report.json"
 CURVES_FILE = "learning_curves.png"
 ROBUSTNESS_FILE = "robustness/robustness.json"  # gtsrb-kit robustness's default output in a run folder
+COMMITTEES_DIR = "committees"  # RUN_DIR/committees/<recipe>/{plain,tta}/evaluation.json: seed groups' committees
 REPORT_FORMAT = "gtsrb-kit-report/1"
 _REPORT_LOCK = ".report.lock"
 METADATA_NAME = "gtsrb_kit.json"  # extra member of the .keras zip: preprocessing + run state
@@ -394,8 +396,31 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return round(mean, 6), None if std is None else round(std, 6)
 
 
-def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs that differ only by seed, with the mean and sample standard deviation of their finished runs."""
+def committee_folder(run_dir: str | os.PathLike[str], recipe: dict[str, Any], tta: bool = False) -> Path:
+    """Where the committee of a seed group's finished runs is evaluated (``gtsrb-kit report --committee``)."""
+    name = "__".join(str(recipe.get(k)) for k in ("dataset", "model", "augment"))
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(run_dir) / COMMITTEES_DIR / f"{name}-{digest}" / ("tta" if tta else "plain")
+
+
+def _committee(run_dir: Path | None, recipe: dict[str, Any], members: list[str], tta: bool) -> dict[str, Any]:
+    """The committee's evaluation of these members, if one was written (and is not stale)."""
+    if run_dir is None:
+        return {}
+    found = read_json(committee_folder(run_dir, recipe, tta) / "evaluation.json") or {}
+    if sorted(Path(m).parent.name for m in found.get("models", [])) != sorted(members):
+        return {}
+    recalls = [c["recall"] for c in found.get("per_class", []) if c.get("support")]
+    return {"accuracy": found.get("accuracy"), "errors": found.get("errors"),
+            "lowest_recall": min(recalls) if recalls else None}
+
+
+def seed_groups(rows: list[dict[str, Any]], run_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Runs that differ only by seed, with the mean and sample standard deviation of their finished runs.
+
+    With ``run_dir``, also the committee of the finished runs where ``gtsrb-kit report --committee``
+    evaluated it (``committee`` and ``committee_tta``).
+    """
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["recipe"], []).append(row)
@@ -406,6 +431,9 @@ def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  "seeds": [r["seed"] for r in done], "done": len(done)}
         for key in ("best_val_accuracy", "test_accuracy", "lowest_recall", "duration_s"):
             entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std([r[key] for r in done if r[key] is not None])
+        for key, tta in (("committee", False), ("committee_tta", True)):
+            entry[key] = _committee(None if run_dir is None else Path(run_dir), entry["recipe"],
+                                    [r["run"] for r in done], tta) if len(done) > 1 else {}
         out.append(entry)
     return out
 
@@ -433,7 +461,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "counts": dict(sorted(counts.items())),
         "best": best["run"] if best else None,
         "best_per_dataset": best_per_dataset(rows),
-        "groups": seed_groups(rows),
+        "groups": seed_groups(rows, run_dir),
         "runs": rows,
     }
 

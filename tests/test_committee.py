@@ -82,3 +82,18 @@ def test_tta_averages_the_views(members: list[tuple[Path, Path]]) -> None:
     x, _, probs, _ = split_scores(model, data, tta=True)
     expected = np.mean([predict_probs(model, tta_view(x, *v)) for v in TTA_VIEWS], axis=0)
     assert np.allclose(probs, expected)
+
+
+def test_report_committee_of_a_seed_group(members: list[tuple[Path, Path]], tmp_path: Path) -> None:
+    from gtsrb_kit.evaluate import evaluate
+    from gtsrb_kit.report import build_report, evaluate_committees
+
+    run_dir = members[0][0].parent.parent  # the folder holding runs a, b (RGB, seeds 0 and 1) and c (L)
+    written = evaluate_committees(run_dir)
+    assert len(written) == 1  # only a and b differ by seed alone
+    groups = {g["recipe"]["dataset"]: g for g in build_report(run_dir)["groups"]}
+    rgb = groups["set-24x24-RGB"]
+    assert sorted(rgb["seeds"]) == [0, 1] and rgb["committee_tta"] == {}
+    expected = evaluate([members[0][0], members[1][0]], members[0][1], out_dir=tmp_path)
+    assert rgb["committee"]["accuracy"] == expected["accuracy"] and rgb["committee"]["errors"] == expected["errors"]
+    assert groups["set-28x28-L"]["committee"] == {}

@@ -173,11 +173,17 @@ def report_command(
                                             file_okay=False)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Where to write report.md, report.html and charts/. Default: DIR.", file_okay=False)] = None,
+    committee: Annotated[bool, typer.Option("--committee", help="Evaluate the committee of every recipe run with "
+                                            "several seeds (mean probabilities, test split).")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="With --committee: also with test-time augmentation.")] = False,
 ) -> None:
     """Tabulate a sweep (the run chosen per dataset by validation highlighted; mean ± std over seeds) and
     write report.json/.md/.html and charts."""
-    from gtsrb_kit.report import format_cell, mean_std, write_report
+    from gtsrb_kit.report import committee_text, evaluate_committees, format_cell, mean_std, write_report
 
+    if committee:
+        for with_tta in (False, True) if tta else (False,):
+            evaluate_committees(run_dir, tta=with_tta)
     files = write_report(run_dir, out_dir=out)
     report = files.report
     best = set(report["best_per_dataset"].values())
@@ -200,7 +206,9 @@ def report_command(
             console.print(f"{r.get('dataset')} {r.get('model')} {r.get('augment')}: {g['done']} seed(s) done, test "
                           f"accuracy {mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} %, validation "
                           f"{mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} %, lowest recall "
-                          f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} %", markup=False, highlight=False)
+                          f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} %; committee "
+                          f"{committee_text(g['committee'])}, with TTA {committee_text(g['committee_tta'])}",
+                          markup=False, highlight=False)
     if report["best"]:
         console.print(f"chosen by validation accuracy: {report['best']}  (bold green: the run chosen per dataset)",
                       markup=False)
