@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "class_names": "gtsrb_kit.store",
     "open_enhanced": "gtsrb_kit.store",
     "tf_dataset": "gtsrb_kit.store",
+    "SplitSource": "gtsrb_kit.store",
     # augmentation, models, training, evaluation
     "make_augmenter": "gtsrb_kit.augment",
     "albumentations_pipeline": "gtsrb_kit.augment",

@@ -12,6 +12,7 @@ expected layout are checked, unless ``checksums=`` pins one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import http.client
@@ -24,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -234,8 +235,9 @@ def _open(url: str, part: Path, offset: int, timeout: float) -> http.client.HTTP
 
 
 def _read(response: http.client.HTTPResponse, done: int) -> bytes:
+    """The bytes that have arrived (up to one chunk): a stall loses nothing already received."""
     try:
-        return response.read(_CHUNK)
+        return response.read1(_CHUNK)
     except (http.client.HTTPException, OSError) as exc:
         raise _Transient(f"connection lost after {done} bytes ({type(exc).__name__})") from None
 
@@ -247,32 +249,49 @@ def _fetch_once(url: str, part: Path, *, timeout: float, progress: ProgressCallb
     if response is None:
         return
     with response:
-        content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type in _HTML_TYPES:
-            raise _Permanent(f"served an HTML page (Content-Type {content_type}) instead of the archive; {_HTML_HINT}")
-        status = response.status or 200  # file:// answers have no status
-        if status == 206:
-            start, total = _content_range(response.headers.get("Content-Range"))
-            if start != offset:
-                part.unlink()
-                raise _Transient(f"server resumed at byte {start} instead of {offset}; restarting the file")
-        elif status == 200:
-            offset, length = 0, response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        else:
-            raise _Permanent(f"unexpected HTTP status {status}")
-        chunk, done = _read(response, offset), offset
-        if not offset and _looks_like_html(chunk[:512]):
-            part.unlink(missing_ok=True)
-            raise _Permanent(f"served an HTML page instead of the archive; {_HTML_HINT}")
-        with open(part, "ab" if offset else "wb") as out:  # write errors (disk full) propagate as they are
-            while chunk:
-                out.write(chunk)
-                done += len(chunk)
-                report(progress, description, done, total)
-                chunk = _read(response, done)
+        offset, total = _start(response, part, offset)
+        done = _save(response, part, offset, total, progress=progress, description=description)
     if total is not None and done != total:
         raise _Transient(f"connection closed after {done} of {total} bytes")
+
+
+def _start(response: http.client.HTTPResponse, part: Path, offset: int) -> tuple[int, int | None]:
+    """Check the answer's type and status; return ``(offset the data starts at, total size or None)``."""
+    content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type in _HTML_TYPES:
+        raise _Permanent(f"served an HTML page (Content-Type {content_type}) instead of the archive; {_HTML_HINT}")
+    status = response.status or 200  # file:// answers have no status
+    if status == 206:
+        start, total = _content_range(response.headers.get("Content-Range"))
+        if start != offset:
+            part.unlink()
+            raise _Transient(f"server resumed at byte {start} instead of {offset}; restarting the file")
+        return offset, total
+    if status == 200:
+        length = response.headers.get("Content-Length")
+        return 0, (int(length) if length and length.isdigit() else None)
+    raise _Permanent(f"unexpected HTTP status {status}")
+
+
+def _save(
+    response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, *,
+    progress: ProgressCallback | None, description: str,
+) -> int:
+    """Append the body to ``part`` from ``offset`` on, flushing every chunk (a kill or stall keeps it); return its size."""
+    chunk, done = _read(response, offset), offset
+    if not offset and _looks_like_html(chunk[:512]):
+        part.unlink(missing_ok=True)
+        raise _Permanent(f"served an HTML page instead of the archive; {_HTML_HINT}")
+    if not chunk:
+        return done
+    with open(part, "ab" if offset else "wb") as out:  # write errors (disk full) propagate as they are
+        while chunk:
+            out.write(chunk)
+            out.flush()
+            done += len(chunk)
+            report(progress, description, done, total)
+            chunk = _read(response, done)
+    return done
 
 
 def _digests(path: Path, algorithms: Iterable[str], progress: ProgressCallback | None, description: str) -> dict[str, str]:
@@ -351,9 +370,11 @@ def fetch_archive(
             continue
         os.replace(part, dest)
         return url, sha256, verified
+    kept = part.stat().st_size if part.exists() else 0
+    resume = f"rerun to resume the {kept} bytes kept in {part.name}, " if kept else ""
     raise DownloadError(
         f"all mirrors failed for {spec.name}: {'; '.join(failures) or 'no URL to try'}; "
-        "check the network, or pass --mirror URL or --from FOLDER"
+        f"check the network, {resume}or pass --mirror URL or --from FOLDER"
     )
 
 
@@ -381,7 +402,7 @@ def _fetch_with_retries(
             return _fetch_once(url, part, timeout=policy.timeout, progress=progress, description=description)
         except _Transient as exc:
             if attempt > policy.retries:
-                raise _Permanent(f"{exc} (gave up after {attempt} attempts)") from None
+                raise _Permanent(f"{exc} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})") from None
             time.sleep(min(policy.delay * 2 ** (attempt - 1), policy.max_delay))
 
 
@@ -478,11 +499,34 @@ def download_gtsrb(
         raise ConfigError(f"{source}: no such file or folder; pass --from a folder of archives or an extracted tree")
     # validate the mirrors before any work; an offline run never downloads
     urls = {s.name: archive_urls(s.name, mirrors, official=official) for s in specs} if source is None else {}
-    return [
-        _one(spec, root, urls=urls.get(spec.name, []), source=source, keep_archives=keep_archives,
-             extract=extract, policy=policy, limits=limits, progress=progress)
-        for spec in specs
-    ]
+    results = []
+    for spec in specs:
+        with _writing(root):
+            results.append(_one(spec, root, urls=urls.get(spec.name, []), source=source, keep_archives=keep_archives,
+                                extract=extract, policy=policy, limits=limits, progress=progress))
+    return results
+
+
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device; free space or pass another --root",
+    errno.EDQUOT: "disk quota exceeded; free space or pass another --root",
+    errno.EROFS: "read-only file system; pass a writable folder as --root",
+}
+
+
+@contextlib.contextmanager
+def _writing(root: Path) -> Iterator[None]:
+    """Name ``root`` (not the file being read) when writing under it fails for lack of space or a read-only disk.
+
+    Whatever was being written is gone by then (temporary files and staging folders clean up
+    after themselves); only a partial download (``NAME.part``) stays, to be resumed.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        raise DownloadError(f"{root}: {_WRITE_ERRORS[exc.errno]}") from None
 
 
 def _one(
@@ -563,10 +607,17 @@ def _import_tree(source: Path, root: Path, spec: ArchiveSpec) -> None:
         for rel in spec.provides:
             src, dst = source / rel, staging / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst)
-            else:
-                shutil.copyfile(src, dst)
+            _copy(src, dst)
         merge_tree(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Copy a file or a folder tree; unlike ``shutil.copytree``, the first failure (a full disk) stops it as it is."""
+    if not src.is_dir():
+        shutil.copyfile(src, dst)
+        return
+    dst.mkdir(exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        _copy(entry, dst / entry.name)

@@ -258,8 +258,9 @@ def predict(
             raise DataError(f"{path}: no such image file")
         try:
             rgb = load_image(path)
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable image ({type(exc).__name__}); pass PPM, PNG or JPEG files") from None
+        except Exception as exc:  # the decoder's DataError says why; anything else is named by its type
+            why = str(exc).removeprefix(f"{path}: ").split(";")[0] if isinstance(exc, DataError) else type(exc).__name__
+            raise DataError(f"{path}: not a readable image ({why}); pass PPM, PNG or JPEG files") from None
         batch.append(preprocess_image(rgb, pre))
     x = np.stack(batch)
     expected = tuple(int(v) for v in model.input_shape[1:])

@@ -211,13 +211,27 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int =
     """
     check_model(name)
     shape = _check_shape(input_shape)
-    import keras
-    from keras import layers
-
     try:
         body = MODELS[name].builder(shape, num_classes, **kw)
     except TypeError as exc:
         raise ConfigError(f"model {name!r} does not accept options {sorted(kw)}: {exc}") from None
+    try:
+        return _assemble(name, body, shape, num_classes)
+    except (ValueError, TypeError) as exc:  # Keras rejects a layer setting or a too-small feature map
+        first = " ".join(str(exc).split())[:200]
+        if kw:
+            raise ConfigError(f"model {name!r} cannot be built with options "
+                              f"{', '.join(f'{k}={v!r}' for k, v in kw.items())} for {shape[0]}x{shape[1]}x{shape[2]} "
+                              f"inputs ({first}); choose other --model-option values") from None
+        raise ConfigError(f"model {name!r} cannot be built for {shape[0]}x{shape[1]}x{shape[2]} inputs ({first}); "
+                          "choose another --model or a dataset cooked at a larger --size") from None
+
+
+def _assemble(name: str, body: Any, shape: tuple[int, int, int], num_classes: int) -> Any:
+    """Input -> body (a list of layers or a function) -> float32 softmax, as a ``keras.Model``."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=shape, name="image")
     if isinstance(body, list):
         x = inputs

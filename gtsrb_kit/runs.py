@@ -10,6 +10,7 @@ A training run folder (``gtsrb-kit train``, or one run of a sweep) holds::
     learning_curves.png  loss and accuracy curves
     metrics.json         written last: test accuracy, per-class table, ... (finished runs)
     run.json, failed.json, .run.lock   a sweep's record, failure and lock of the run
+    .train.lock          held while a training process works in the folder
     tb/                  TensorBoard logs
 
 Every module that reads or writes these files does it through this one.
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gtsrb_kit.errors import DataError
+from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import atomic_path, dump_json, write_json, write_text_atomic  # noqa: F401 - re-exported
 
 try:  # POSIX only; elsewhere locks are no-ops (one process at a time is then up to the user)
@@ -45,6 +46,7 @@ BEST_FILE = "best.keras"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 LOCK_FILE = ".run.lock"
+TRAIN_LOCK = ".train.lock"  # held by gtsrb_kit.train while it trains in the folder
 REPORT_JSON = "report.json"
 CURVES_FILE = "learning_curves.png"
 REPORT_FORMAT = "gtsrb-kit-report/1"
@@ -78,6 +80,21 @@ def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterato
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Create ``folder`` and hold its :data:`TRAIN_LOCK`; a second process gets a one-line error at once.
+
+    Raises:
+        ConfigError: another process holds the lock.
+    """
+    folder = Path(folder)
+    with file_lock(folder / TRAIN_LOCK, blocking=False) as held:
+        if not held:
+            raise ConfigError(f"{folder}: another gtsrb-kit train is running in it; wait for it to end "
+                              "or choose another --run-dir")
+        yield
+
+
 def is_locked(path: str | os.PathLike[str]) -> bool:
     """True when another process holds :func:`file_lock` on ``path`` right now."""
     path = Path(path)
@@ -100,22 +117,41 @@ def run_status(folder: str | os.PathLike[str]) -> str:
     """State of one run folder.
 
     Returns:
-        ``"done"`` (metrics.json), ``"running"`` (a process holds its lock), ``"failed"``
-        (failed.json), ``"interrupted"`` (a checkpoint but no metrics), ``"started"`` (the folder
-        exists but holds no checkpoint yet) or ``"pending"`` (no folder).
+        ``"done"`` (a readable metrics.json), ``"running"`` (a process holds its lock), ``"failed"``
+        (failed.json, or a metrics.json that cannot be read: see :func:`run_problem`),
+        ``"interrupted"`` (a checkpoint but no metrics), ``"started"`` (the folder exists but holds
+        no checkpoint yet) or ``"pending"`` (no folder).
     """
     folder = Path(folder)
-    if (folder / METRICS_FILE).is_file():
+    if read_metrics(folder) is not None:
         return "done"
     if not folder.is_dir():
         return "pending"
-    if is_locked(folder / LOCK_FILE):
+    if is_locked(folder / LOCK_FILE) or is_locked(folder / TRAIN_LOCK):
         return "running"
-    if (folder / FAILED_FILE).is_file():
+    if (folder / FAILED_FILE).is_file() or (folder / METRICS_FILE).exists():
         return "failed"
     if (folder / CHECKPOINT_FILE).is_file():
         return "interrupted"
     return "started"
+
+
+def read_metrics(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A finished run's ``metrics.json``, or ``None`` when it is missing, unreadable or has no test accuracy."""
+    metrics = read_json(Path(folder) / METRICS_FILE)
+    if metrics is None or _num(metrics.get("test_accuracy")) is None:
+        return None
+    return metrics
+
+
+def run_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why a run folder is ``failed``: its failed.json's error, or an unreadable metrics.json; else ``None``."""
+    folder = Path(folder)
+    if (folder / METRICS_FILE).exists() and read_metrics(folder) is None:
+        return (f"{folder / METRICS_FILE}: unreadable or incomplete (no test accuracy); "
+                "the run is trained again by the next sweep (or 'gtsrb-kit train --resume')")
+    error = (read_json(folder / FAILED_FILE) or {}).get("error")
+    return str(error) if error is not None else None
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -271,10 +307,9 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = []
     for name, planned in _run_folders(run_dir, plan):
         folder = run_dir / name
-        metrics = read_json(folder / METRICS_FILE) or {}
+        metrics = read_metrics(folder) or {}
         record = read_json(folder / RUN_FILE) or {}
         config = (read_json(folder / CONFIG_FILE) or {}).get("args") or {}  # train's settings
-        failed = read_json(folder / FAILED_FILE) or {}
         identity = record.get("identity", {})
         settings = dict(identity.get("settings", {}))
         if planned:
@@ -313,7 +348,7 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             "model_mb": _mb(model_file) if model_file.is_file() else None,
             "dataset_path": str(data_path) if data_path else None,
             "metrics": f"{name}/{METRICS_FILE}" if metrics else None,
-            "error": failed.get("error") if status == "failed" else None,
+            "error": run_problem(folder) if status == "failed" else None,
         })
     return rows
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -477,3 +478,47 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int
     if not repeat:  # the generator hides the length from Keras
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+
+
+class SplitSource:
+    """Random access to one split of a cooked file: ``len(source)`` and ``source[i] -> (image, label)``.
+
+    The file is opened lazily in each process that reads (h5py handles do not survive a fork), so
+    the same object works unchanged as a PyTorch map-style ``Dataset`` (``DataLoader(source,
+    num_workers=4)``), a Grain data source, or inside a Keras ``PyDataset``. Images are ``uint8``
+    ``(H, W, C)`` (``float32`` in [0, 1] with ``normalize``), labels ``int``.
+    """
+
+    def __init__(self, path: str | Path, split: str = "train", *, normalize: bool = False) -> None:
+        self.path = Path(path)
+        self.split = split
+        self.normalize = normalize
+        with _open(self.path) as handle:
+            self.shape = tuple(int(d) for d in _x_dataset(handle, split).shape)
+            self.labels = _read_labels(handle, split)
+        self._handle: h5py.File | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        i = int(index)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{self.path}: index {index} out of range for split {self.split!r} with {len(self)} images")
+        image = self._dataset()[i % len(self)]
+        return (_normalize(image) if self.normalize else image), int(self.labels[i])
+
+    def _dataset(self) -> h5py.Dataset:
+        if self._handle is None or self._pid != os.getpid():
+            self._handle, self._pid = _open(self.path), os.getpid()
+        return self._handle[f"x_{self.split}"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handle": None, "_pid": -1}
+
+    def close(self) -> None:
+        """Close this process's file handle (it reopens on the next read)."""
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None

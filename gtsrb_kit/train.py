@@ -23,8 +23,8 @@ from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model
 from gtsrb_kit.plotting import plot_curves
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.runs import (
-    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STATE_FILE, read_history, read_json, read_keras_metadata,
-    save_keras_atomic, write_history, write_json,
+    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STATE_FILE, TRAIN_LOCK, is_locked, read_history,
+    read_json, read_keras_metadata, read_metrics, run_lock, save_keras_atomic, write_history, write_json,
 )
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "onecycle")
@@ -124,6 +124,15 @@ def _has_tensorboard() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
+
+
+def _check_not_busy(run_dir: Path) -> None:
+    """Refuse a run folder that is a file, or that another training process is using right now."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: is a file, not a folder; choose another --run-dir")
+    if is_locked(run_dir / TRAIN_LOCK):
+        raise ConfigError(f"{run_dir}: another gtsrb-kit train is running in it; wait for it to end "
+                          "or choose another --run-dir")
 
 
 def _check_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> dict[str, Any] | None:
@@ -378,7 +387,11 @@ def train(
 
 
 def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Train as :func:`train` does, from a :class:`TrainConfig`."""
+    """Train as :func:`train` does, from a :class:`TrainConfig`.
+
+    Everything that can be checked (settings, data, run folder, the model's build) is checked
+    before the run folder is created: a failed start leaves nothing behind.
+    """
     from gtsrb_kit.augment import make_augmenter
 
     started = time.perf_counter()
@@ -387,15 +400,16 @@ def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None) 
     run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
     data = _read_data(cfg.data)
     config = _run_config(cfg, data, augmenter)
-    if _check_run_dir(run_dir, config, cfg.resume) is not None and (run_dir / METRICS_FILE).is_file():
-        return read_json(run_dir / METRICS_FILE) or {}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_not_busy(run_dir)
+    if _check_run_dir(run_dir, config, cfg.resume) is not None:
+        finished = read_metrics(run_dir)
+        if finished is not None:
+            return finished
 
     import keras
     import tensorflow as tf
 
     from gtsrb_kit.devices import reset_policy, setup_devices
-    from gtsrb_kit.evaluate import load_model, split_scores
 
     keras.utils.set_random_seed(cfg.seed)
     setup = setup_devices(cfg.devices, cfg.mixed_precision)
@@ -403,16 +417,28 @@ def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None) 
         tf.config.experimental.enable_op_determinism()
     config["runtime"] = {"devices": setup.devices, "replicas": setup.replicas,
                          "policy": keras.mixed_precision.global_policy().name, "jit_compile": setup.jit_compile}
-    write_json(run_dir / CONFIG_FILE, config)
     steps = math.ceil(data.counts["train"] / cfg.batch_size)
     try:
         net, state = _build_or_resume(cfg, data, setup, steps)
-        initial_epoch = int(state["epochs_completed"])
-        _fit(cfg, net, state, config["preprocessing"], augmenter, steps, progress)
-        seconds = time.perf_counter() - started
-        _, y_test, probs, _ = split_scores(load_model(run_dir / BEST_FILE), cfg.data, "test", max(256, cfg.batch_size))
+        with run_lock(run_dir):
+            _check_run_dir(run_dir, config, cfg.resume)  # another process may have started it meanwhile
+            write_json(run_dir / CONFIG_FILE, config)
+            return _train_and_test(cfg, data, (net, state), config, augmenter, steps, progress, started)
     finally:
         reset_policy()
+
+
+def _train_and_test(cfg: TrainConfig, data: _Data, model: tuple[Any, dict[str, Any]], config: dict[str, Any],
+                    augmenter: Any, steps: int, progress: ProgressCallback | None, started: float) -> dict[str, Any]:
+    """Fit, test the best checkpoint, write the curves and ``metrics.json`` (last)."""
+    from gtsrb_kit.evaluate import load_model, split_scores
+
+    run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+    net, state = model
+    initial_epoch = int(state["epochs_completed"])
+    _fit(cfg, net, state, config["preprocessing"], augmenter, steps, progress)
+    seconds = time.perf_counter() - started
+    _, y_test, probs, _ = split_scores(load_model(run_dir / BEST_FILE), cfg.data, "test", max(256, cfg.batch_size))
     write_history(run_dir, state["history"])
     plot_curves({cfg.model: read_history(run_dir)}, run_dir / CURVES_FILE,
                 title=f"{cfg.model} on {cfg.data.name} (augment {augmenter.preset})")

@@ -7,6 +7,10 @@ modules never import this package: typer and rich stay in the CLI layer.
 from __future__ import annotations
 
 import contextlib
+import errno
+import importlib.abc
+import importlib.machinery
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +50,92 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-class GuardedGroup(TyperGroup):
-    """Turns library errors into one-line messages with a non-zero exit code (no traceback).
+# what to do about the OSErrors users cause (a path that is wrong, read-only or full)
+_OS_ADVICE = {
+    errno.ENOENT: "check the path",
+    errno.EACCES: "fix its permissions or choose a folder you can write to",
+    errno.EPERM: "fix its permissions or choose another path",
+    errno.EROFS: "choose a folder you can write to",
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EEXIST: "it is in the way: choose another path",
+    errno.ENOTDIR: "part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "pass a file, not a folder",
+}
 
-    The message is printed here rather than raised as a click exception so that typer's rich
-    error box does not wrap it: scripts and logs get exactly one ``error: ...`` line.
+
+def os_error_message(exc: OSError) -> str:
+    """``<file>: <what is wrong>; <what to do>`` for an OSError (the file from the error, if it names one)."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    what = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+    return f"{where}{what}; {_OS_ADVICE.get(exc.errno or 0, 'check the path, its permissions and free space')}"
+
+
+def _help_hint(ctx: click.Context | None) -> str:
+    """``see 'gtsrb-kit CMD --help'`` for the command whose options were wrong."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return "see '" + " ".join(["gtsrb-kit", *reversed(names), "--help"]) + "'"
+
+
+def _lower_first(text: str) -> str:
+    text = _one_line(text).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _bad_value(exc: click.exceptions.BadParameter) -> str:
+    """What is wrong with a value, led by the value itself when the parser recorded it."""
+    errors = getattr(exc.__cause__, "errors", None)  # typer parses with pydantic, which keeps the input
+    value = errors()[0].get("input") if callable(errors) else None
+    what = _lower_first(exc.message)
+    return f" {value!r}: {what}" if isinstance(value, str) else f": {what}"
+
+
+def usage_message(exc: click.exceptions.UsageError) -> str:
+    """A click usage error as ``<option or value>: <what is wrong>; see 'gtsrb-kit CMD --help'``."""
+    hint = _help_hint(exc.ctx)
+    if isinstance(exc, click.exceptions.NoSuchOption):
+        guess = f" (did you mean {', '.join(sorted(exc.possibilities))}?)" if exc.possibilities else ""
+        return f"{exc.option_name}: no such option{guess}; {hint}"
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.exceptions.BadParameter) and param is not None:
+        kind = getattr(param, "param_type_name", "option")
+        name = param.opts[0] if kind == "option" and param.opts else str(param.metavar or param.name or "").upper()
+        what = f": missing {kind}" if isinstance(exc, click.exceptions.MissingParameter) else _bad_value(exc)
+        return f"{name}{what}; {hint}"
+    return f"{_lower_first(exc.format_message())}; {hint}"
+
+
+class GuardedGroup(TyperGroup):
+    """The one error path: every exception that can reach the user becomes one ``error: ...`` line.
+
+    Usage errors of click (bad or missing options, unknown commands) exit with 2, library errors
+    with their ``exit_code``, OSErrors with 1; the message is printed here rather than raised as
+    a click exception so that typer's rich error box does not wrap it. ``--debug`` re-raises
+    library errors with their traceback.
     """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.UsageError as exc:
+            click.echo(f"error: {usage_message(exc)}", err=True)
+            sys.exit(2)
+        except click.exceptions.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -65,11 +149,9 @@ class GuardedGroup(TyperGroup):
                 raise
             _exit_with(str(exc), exc.exit_code)
         except OSError as exc:
-            if _state["debug"]:
+            if _state["debug"] or exc.errno == errno.EPIPE:
                 raise
-            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            what = exc.strerror or str(exc)
-            _exit_with(f"{where}{what} (check the path, its permissions and free space)", 1)
+            _exit_with(os_error_message(exc), 1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -101,6 +183,62 @@ def _main_callback(
     [bold]cook --scale 0.2[/], [bold]train --augment[/], [bold]evaluate[/].
     """
     _state["debug"] = debug
+    quiet_tensorflow(not debug)
+
+
+def quiet_tensorflow(quiet: bool = True) -> None:
+    """Silence TensorFlow's start-up logging (oneDNN, CPU features, absl, XLA) unless ``--debug``.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` (kept when the user set it) quiets the C++ log after start-up; the
+    lines TensorFlow prints while its libraries load ignore it, so the one ``import tensorflow``
+    runs with stderr closed (:class:`_QuietTensorflowFinder`). Commands import TensorFlow
+    lazily, after this has run, and those that never need it do not pay for it.
+    """
+    if not quiet:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorflowFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorflowFinder())
+
+
+@contextlib.contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """Send file descriptor 2 (what C++ libraries write to) to the null device while the block runs."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        with _stderr_closed():
+            self.loader.exec_module(module)
+
+
+class _QuietTensorflowFinder(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` as usual, but loads it with stderr closed; removes itself on first use."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
 
 
 RootOption = Annotated[

@@ -50,8 +50,8 @@ def train_command(
     augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: tf (in-graph, the "
                                               "default; auto and batch are other names for it) or albumentations "
                                               "(the presets rendered by albumentations).")] = "auto",
-    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (also when resuming).")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 64,
+    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (also when resuming).", min=1)] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.", min=1)] = 64,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder. Default: <runs dir>/<model>-"
                                                  "<data stem> ($GTSRB_KIT_RUNS or ./runs).",
                                                  show_default=False)] = None,
@@ -144,7 +144,7 @@ def predict_command(
                                                  show_default=False)],
     model: Annotated[Path, typer.Option("--model", help="A .keras file written by gtsrb-kit train.",
                                         show_default=False)],
-    top: Annotated[int, typer.Option("--top", help="Classes to show per image.")] = 1,
+    top: Annotated[int, typer.Option("--top", help="Classes to show per image.", min=1)] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one list) for scripts.")] = False,
 ) -> None:
     """Classify images with the preprocessing recorded with the model (size, mode, ROI crop)."""
