@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import re
+import struct
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -229,8 +231,8 @@ def _check_images(frame: pd.DataFrame, verify: Verify, problems: list[dict], pro
         size, problem = _image_size(path, verify)
         if split == "meta" and problem is None:
             widths[i], heights[i] = size
-        elif problem is None and size != (widths[i], heights[i]):
-            problem = f"image is {size[0]}x{size[1]} but the CSV says {widths[i]}x{heights[i]}"
+        elif problem is None:
+            problem = _size_problem(size, (widths[i], heights[i]))
         if problem is not None:
             problems.append({"path": path, "problem": problem})
             keep[i] = False
@@ -246,12 +248,14 @@ def _image_size(path: str, verify: Verify) -> tuple[tuple[int, int], str | None]
         _, image, problem = inspect_image(path)
         return (0, 0) if image is None else (image.shape[1], image.shape[0]), problem
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             return image.size, None
     except FileNotFoundError:
         return (0, 0), "file missing"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return (0, 0), f"unreadable image ({_first_line(exc)})"
+    except IsADirectoryError:
+        return (0, 0), "unreadable file (Is a directory)"
+    except _PIL_ERRORS as exc:
+        return (0, 0), _unreadable(exc)
 
 
 def _drop(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
@@ -374,6 +378,54 @@ def load_image(path: str | Path) -> np.ndarray:
 _PPM_HEADER = re.compile(rb"P6(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(255)\s")
 
 
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError,
+               Image.DecompressionBombWarning)
+_OBJECT_REPR = re.compile(r"\s*(<[\w.]+ object at 0x[0-9a-fA-F]+>|'[^']*')")
+
+
+def _open_image(source: str | io.BytesIO) -> Image.Image:
+    """``Image.open`` with Pillow's decompression-bomb warning raised as an error (never printed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Pillow's reason, without the file object or name it quotes (the caller names the file)."""
+    reason = _OBJECT_REPR.sub("", _first_line(exc)).strip() or type(exc).__name__
+    return f"unreadable image ({reason})"
+
+
+def _size_problem(size: tuple[int, int], expect: tuple[int, int] | None) -> str | None:
+    if expect is None or tuple(size) == tuple(expect):
+        return None
+    return f"image is {size[0]}x{size[1]} but the CSV says {expect[0]}x{expect[1]}"
+
+
+def _decode(data: bytes, expect: tuple[int, int] | None = None) -> tuple[np.ndarray | None, str | None]:
+    """``(RGB array, None)`` or ``(None, problem)``; a size other than ``expect`` is a problem, found
+    from the header before the pixels are decoded."""
+    header = _PPM_HEADER.match(data)
+    if header is not None:
+        width, height = int(header[1]), int(header[2])
+        count = width * height * 3
+        if width and height and len(data) - header.end() >= count:
+            problem = _size_problem((width, height), expect)
+            if problem:
+                return None, problem
+            return np.frombuffer(data, np.uint8, count=count, offset=header.end()).reshape(height, width, 3), None
+    try:
+        with _open_image(io.BytesIO(data)) as image:
+            problem = _size_problem(image.size, expect)
+            if problem:
+                return None, problem
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return np.asarray(image.convert("RGB")), None
+    except _PIL_ERRORS as exc:
+        return None, _unreadable(exc)
+
+
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode image bytes to an RGB ``uint8`` array (H, W, 3); errors name ``name``.
 
@@ -383,17 +435,10 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     Raises:
         DataError: not a readable image.
     """
-    header = _PPM_HEADER.match(data)
-    if header is not None:
-        width, height = int(header[1]), int(header[2])
-        count = width * height * 3
-        if width and height and len(data) - header.end() >= count:
-            return np.frombuffer(data, np.uint8, count=count, offset=header.end()).reshape(height, width, 3)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name}: unreadable image ({_first_line(exc)}); re-download or remove it") from None
+    image, problem = _decode(data)
+    if image is None:
+        raise DataError(f"{name}: {problem}; re-download or remove it")
+    return image
 
 
 def inspect_image(path: str, expect: tuple[int, int] | None = None) -> tuple[bytes | None, np.ndarray | None, str | None]:
@@ -408,13 +453,8 @@ def inspect_image(path: str, expect: tuple[int, int] | None = None) -> tuple[byt
         return None, None, "file missing"
     except OSError as exc:
         return None, None, f"unreadable file ({exc.strerror or exc})"
-    try:
-        image = decode_image_bytes(data, path)
-    except DataError as exc:
-        return data, None, str(exc).removeprefix(f"{path}: ")
-    if expect is not None and (image.shape[1], image.shape[0]) != tuple(expect):
-        return data, image, f"image is {image.shape[1]}x{image.shape[0]} but the CSV says {expect[0]}x{expect[1]}"
-    return data, image, None
+    image, problem = _decode(data, expect)
+    return data, image, problem
 
 
 def image_digest(data: bytes) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gtsrb_kit.catalog import decode_image_bytes, image_digest, inspect_image, read_catalog, shared_digests
+from gtsrb_kit.catalog import image_digest, inspect_image, load_image, read_catalog, shared_digests
 from gtsrb_kit.classes import CLASS_NAMES
 from gtsrb_kit.enhance import (
     DEFAULT_MODES,
@@ -53,7 +54,7 @@ from gtsrb_kit.workers import ordered, process_pool
 
 __all__ = ["MODES", "DEFAULT_MODES", "DEFAULT_SIZES", "CookResult", "cook_dataset", "COOK_ALGORITHM"]
 
-COOK_ALGORITHM = 3  # bump when cooked pixels change for the same recipe
+COOK_ALGORITHM = 4  # bump when cooked pixels change for the same recipe
 _IN_FLIGHT_PER_WORKER = 4
 _GROUP_PIXELS = 16 * 48 * 48  # images enhanced together: their temporaries stay in the CPU cache
 _SCAN_BLOCK = 256
@@ -116,7 +117,7 @@ def _scan(items: Sequence[tuple[str, tuple[int, int] | None]]) -> list[tuple[str
 
 def _cook_chunk(task: _Task) -> dict[str, tuple[int, bytes]]:
     """Decode the chunk's images once; return every variant's encoded chunk by variant name."""
-    images = [decode_image_bytes(Path(p).read_bytes(), p) for p in task.paths]
+    images = [load_image(p) for p in task.paths]
     out: dict[str, tuple[int, bytes]] = {}
     for (size, roi), variants in _by_geometry(task.variants).items():
         sources = [crop_roi(im, *box) if roi and box is not None else im for im, box in zip(images, task.rois)]
@@ -215,6 +216,8 @@ def _check_out_dir(out_dir: Path) -> None:
     try:
         probe.write_bytes(b"x")
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DataError(f"{out_dir}: no space left on device; free space or pass another --out") from None
         raise DataError(
             f"{out_dir}: cannot write there ({exc.strerror or exc}); check permissions and free space or pass another --out"
         ) from None
@@ -322,6 +325,17 @@ def _drop_bad_images(catalog: pd.DataFrame, rows: np.ndarray, scanned: list[tupl
     return catalog[keep].reset_index(drop=True), bad
 
 
+def _up_to_date(path: Path, recipe: dict) -> bool:
+    """Complete with the same recipe and readable throughout (a damaged file is cooked again)."""
+    if stored_recipe(path) != recipe:
+        return False
+    try:
+        read_info(path)
+    except DataError:
+        return False
+    return True
+
+
 def _result(v: _Variant, out_dir: Path, written: bool, plan: SplitPlan, skipped: int, problems: list[dict]) -> CookResult:
     path = out_dir / v.filename
     if written:
@@ -390,12 +404,12 @@ def cook_dataset(
         if not (catalog["split"] == "train").any():
             raise DataError(f"{root}: no training images found; check --root (run 'gtsrb-kit synth' for a test tree)")
         plan = opts.plan(catalog)
-        used = np.sort(np.concatenate([plan.train, plan.val, plan.test, plan.meta]))
+        used = np.unique(np.concatenate([plan.train, plan.val, plan.test, plan.meta]))  # meta reuses train rows
         scanned = _scan_rows(catalog, used, pool, workers, progress)
         fingerprint = _fingerprint(catalog, used, [d for d, _ in scanned])
         recipes = {v.name: _recipe(v, scale=opts.scale, seed=opts.seed, val_fraction=opts.val_fraction,
                                    keep_dups=opts.keep_dups, fingerprint=fingerprint) for v in variants}
-        pending = tuple(v for v in variants if force or stored_recipe(out_dir / v.filename) != recipes[v.name])
+        pending = tuple(v for v in variants if force or not _up_to_date(out_dir / v.filename, recipes[v.name]))
         problems = list(catalog.attrs.get("problems", []))
         bad: list[dict] = []
         if pending:

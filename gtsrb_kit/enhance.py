@@ -238,7 +238,9 @@ def equalize_hist_batch(images: np.ndarray) -> np.ndarray:
     # Rows padded to 257 entries: j = -1 (left of the first centre) and j = 255 (right of the
     # last) read constant segments (slope 0, value cdf[0] / cdf[-1]), as np.interp returns.
     slopes = np.zeros((n, _NBINS + 1))
-    slopes[:, 1:_NBINS] = (cdf[:, 1:] - cdf[:, :-1]) / (centers[:, 1:] - centers[:, :-1])
+    # A nearly flat image (its values differ by rounding only) can have equal centres: slope 0 there.
+    widths = centers[:, 1:] - centers[:, :-1]
+    np.divide(cdf[:, 1:] - cdf[:, :-1], widths, out=slopes[:, 1:_NBINS], where=widths > 0)
     x0 = np.empty((n, _NBINS + 1))
     x0[:, 1:] = centers
     x0[:, 0] = centers[:, 0]

@@ -80,9 +80,34 @@ def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[s
     return rows
 
 
-def split_scores(model: Any, data: str | Path, split: str = "test", batch_size: int = 256,
+#: Test-time augmentation: ``(dx, dy, scale)`` views of every image, shifts in pixels of a
+#: 32-pixel image (scaled with the size), scales around the centre. Never a flip: a mirrored
+#: sign is another sign (keep left / keep right).
+TTA_VIEWS: tuple[tuple[float, float, float], ...] = (
+    (0, 0, 1.0), (1, 0, 1.0), (-1, 0, 1.0), (0, 1, 1.0), (0, -1, 1.0), (0, 0, 1.08), (0, 0, 0.93),
+)
+
+
+def tta_view(x: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
+    """``uint8`` images ``(N, H, W, C)`` shifted by ``(dx, dy)`` pixels of a 32-pixel image and scaled."""
+    import cv2
+
+    h, w = x.shape[1:3]
+    unit = w / 32
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 0.0, scale)
+    m[:, 2] += (dx * unit, dy * unit)
+    out = [cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for img in x]
+    return np.stack(out).reshape(x.shape)
+
+
+def predict_tta(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities averaged over the :data:`TTA_VIEWS` of every image."""
+    return np.mean([predict_probs(model, tta_view(x, *view), batch_size) for view in TTA_VIEWS], axis=0)
+
+
+def split_scores(model: Any, data: str | Path, split: str = "test", batch_size: int = 256, *, tta: bool = False,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Images, labels, predicted probabilities and class names of one split of a cooked file.
+    """Images, labels, predicted probabilities (``tta``: averaged over :data:`TTA_VIEWS`) and class names.
 
     Raises:
         DataError: missing/foreign file, or images that do not fit the model.
@@ -96,7 +121,32 @@ def split_scores(model: Any, data: str | Path, split: str = "test", batch_size: 
         raise DataError(f"{data}: images are {tuple(x.shape[1:])} but the model expects {expected}; "
                         "evaluate on a file cooked with the model's size and mode")
     names = [str(n) for n in (info.get("class_names") or [])] or [str(i) for i in range(model.output_shape[-1])]
-    return x, y, predict_probs(model, x, batch_size), names
+    probs = predict_tta(model, x, batch_size) if tta else predict_probs(model, x, batch_size)
+    return x, y, probs, names
+
+
+def committee_scores(models: Sequence[str | Path], data: Sequence[str | Path], split: str = "test",
+                     batch_size: int = 256, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """:func:`split_scores` of a committee: the mean of its members' probabilities.
+
+    Each member reads its own data file (``data[i]``, cooked with its size and mode), so a
+    committee may mix variants; the files must hold the same images in the same order (their
+    labels are compared).
+    """
+    if len(models) != len(data):
+        raise ConfigError(f"{len(models)} models but {len(data)} data files; give one --data, or one per --model")
+    first = None
+    total = None
+    for model_path, data_path in zip(models, data):
+        x, y, probs, names = split_scores(load_model(model_path), data_path, split, batch_size, tta=tta)
+        if first is None:
+            first = (x, y, names)
+        elif not np.array_equal(y, first[1]):
+            raise DataError(f"{data_path}: its {split} split holds other images than {data[0]}'s; "
+                            "cook the members' files from the same raw tree, scale and seed")
+        total = probs if total is None else total + probs
+    assert first is not None and total is not None
+    return first[0], first[1], total / len(models), first[2]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -141,24 +191,29 @@ def plot_worst(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_names
 
 
 def evaluate(
-    model_path: str | Path,
-    data: str | Path,
+    model_path: str | Path | Sequence[str | Path],
+    data: str | Path | Sequence[str | Path],
     *,
     out_dir: str | Path | None = None,
     split: str = "test",
     batch_size: int = 256,
     worst: int = 24,
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy, per-class table, confusion matrix and worst mistakes of a model on one split.
+    """Accuracy, per-class table, confusion matrix and worst mistakes of a model (or committee) on one split.
 
     Args:
-        model_path: A ``.keras`` file (e.g. ``run/x/best.keras``).
-        data: A cooked ``set-*.h5`` file with the same size and channels the model was trained on.
+        model_path: A ``.keras`` file (e.g. ``run/x/best.keras``), or several: a committee, the
+            mean of the models' probabilities.
+        data: A cooked ``set-*.h5`` file with the same size and channels the model was trained on;
+            for a committee one file, or one per model.
         out_dir: Where to write ``evaluation.json``, ``per_class.csv``, ``confusion_matrix.png`` and
-            ``worst_errors.png`` (default: ``<model folder>/eval-<data stem>-<split>``).
+            ``worst_errors.png`` (default: ``<model folder>/eval-<data stem>-<split>``, with
+            ``committee<N>-`` for a committee).
         split: ``test`` (default), ``val``, ``train`` or ``meta``.
         batch_size: Inference batch size.
         worst: How many misclassified images to show.
+        tta: Average the probabilities over the :data:`TTA_VIEWS` of every image.
 
     Returns:
         ``{"accuracy", "count", "errors", "per_class": [...], "files": {...}, ...}``.
@@ -166,18 +221,26 @@ def evaluate(
     Raises:
         DataError: missing/foreign files, or a data file whose images do not fit the model.
     """
-    model_path, data = Path(model_path), Path(data)
-    x, y, probs, names = split_scores(load_model(model_path), data, split, batch_size)
+    models = [Path(model_path)] if isinstance(model_path, (str, Path)) else [Path(m) for m in model_path]
+    data_files = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    if not models:
+        raise ConfigError("no model given; pass at least one --model")
+    data_files = data_files * len(models) if len(data_files) == 1 else data_files
+    x, y, probs, names = committee_scores(models, data_files, split, batch_size, tta=tta)
+    model_path, data = models[0], data_files[0]
+    prefix = f"committee{len(models)}-" if len(models) > 1 else ""
+    prefix += "tta-" if tta else ""
     y_pred = probs.argmax(axis=1)
     num_classes = int(probs.shape[1])
-    out = Path(out_dir) if out_dir is not None else model_path.parent / f"eval-{data.stem}-{split}"
+    out = Path(out_dir) if out_dir is not None else model_path.parent / f"eval-{prefix}{data.stem}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     cm = confusion_matrix(y, y_pred, num_classes)
     per_class = per_class_report(y, y_pred, names)
     accuracy = float(np.mean(y_pred == y)) if len(y) else float("nan")
     files = {
         "confusion_matrix": str(plot_confusion(cm, out / "confusion_matrix.png",
-                                               f"{model_path.name} on {data.name} ({split}): accuracy {accuracy:.4f}")),
+                                               f"{prefix}{model_path.name} on {data.name} ({split}): "
+                                               f"accuracy {accuracy:.4f}")),
         "worst_errors": str(plot_worst(x, y, probs, names, out / "worst_errors.png", count=worst)),
         "per_class": str(out / "per_class.csv"),
         "evaluation": str(out / "evaluation.json"),
@@ -189,7 +252,8 @@ def evaluate(
     write_text_atomic(out / "per_class.csv", buf.getvalue())
     np.savetxt(out / "confusion_matrix.csv", cm, fmt="%d", delimiter=",")
     result = {
-        "model": str(model_path), "data": str(data), "split": split, "accuracy": round(accuracy, 6),
+        "model": str(model_path), "models": [str(m) for m in models], "data": str(data),
+        "data_files": [str(f) for f in data_files], "split": split, "tta": tta, "accuracy": round(accuracy, 6),
         "count": int(len(y)), "errors": int(np.sum(y_pred != y)), "per_class": per_class, "files": files,
     }
     write_json(out / "evaluation.json", result)
@@ -229,7 +293,8 @@ def predict(
     """Classify image files (PPM, PNG, JPEG, any size) with a trained model.
 
     Args:
-        model_path: A ``.keras`` file written by :func:`gtsrb_kit.train.train`.
+        model_path: A ``.keras`` file written by :func:`gtsrb_kit.train.train`, or a model written by
+            :func:`gtsrb_kit.export.export_model` (``.onnx``, ``.tflite``, SavedModel folder).
         images: Image files, each a crop around one sign (as GTSRB images are).
         top_k: How many classes to return per image (best first).
         batch_size: Inference batch size.
@@ -242,18 +307,35 @@ def predict(
         DataError: unreadable model or image files.
         ConfigError: ``top_k`` < 1 or no images given.
     """
-    from gtsrb_kit.catalog import load_image
+    from gtsrb_kit.export import exported_kind, predict_exported
 
+    if exported_kind(model_path):  # .onnx / .tflite / SavedModel: through its runtime (ONNX: no TensorFlow)
+        return predict_exported(model_path, images, top_k=top_k, batch_size=batch_size)
+    check_request(images, top_k)
+    pre = read_preprocessing(model_path)
+    model = load_model(model_path)
+    x = read_inputs(images, pre)
+    expected = tuple(int(v) for v in model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise DataError(f"{model_path}: expects {expected} inputs but its preprocessing record gives "
+                        f"{tuple(x.shape[1:])}; the model file and its record disagree")
+    return top_classes(images, predict_probs(model, x, batch_size), pre.get("class_names") or [], top_k)
+
+
+def check_request(images: Sequence[str | Path], top_k: int) -> None:
+    """A ConfigError for an empty image list or ``top_k`` < 1."""
     if not images:
         raise ConfigError("no images given; pass one or more PPM/PNG/JPEG files")
     if top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {top_k}")
-    pre = read_preprocessing(model_path)
-    model = load_model(model_path)
-    names = [str(n) for n in pre.get("class_names") or []]
+
+
+def read_inputs(images: Sequence[str | Path], preprocessing: dict[str, Any]) -> np.ndarray:
+    """The model inputs (``uint8``) of image files: the package's decoder, then :func:`preprocess_image`."""
+    from gtsrb_kit.catalog import load_image
+
     batch = []
-    for path in images:
-        path = Path(path)
+    for path in map(Path, images):
         if not path.is_file():
             raise DataError(f"{path}: no such image file")
         try:
@@ -261,17 +343,17 @@ def predict(
         except Exception as exc:  # the decoder's DataError says why; anything else is named by its type
             why = str(exc).removeprefix(f"{path}: ").split(";")[0] if isinstance(exc, DataError) else type(exc).__name__
             raise DataError(f"{path}: not a readable image ({why}); pass PPM, PNG or JPEG files") from None
-        batch.append(preprocess_image(rgb, pre))
-    x = np.stack(batch)
-    expected = tuple(int(v) for v in model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise DataError(f"{model_path}: expects {expected} inputs but its preprocessing record gives "
-                        f"{tuple(x.shape[1:])}; the model file and its record disagree")
-    probs = predict_probs(model, x, batch_size)
+        batch.append(preprocess_image(rgb, preprocessing))
+    return np.stack(batch)
+
+
+def top_classes(images: Sequence[str | Path], probs: np.ndarray, class_names: Sequence[str], top_k: int,
+                ) -> list[dict[str, Any]]:
+    """Per image ``path``, ``class_id``, ``name``, ``probability`` and ``top`` (the ``top_k`` best)."""
+    names = [str(n) for n in class_names]
     results = []
     for path, p in zip(images, probs):
-        order = np.argsort(-p, kind="stable")[:top_k]
         top = [{"class_id": int(c), "name": names[c] if c < len(names) else str(c), "probability": float(p[c])}
-               for c in order]
+               for c in np.argsort(-p, kind="stable")[:top_k]]
         results.append({"path": str(path), **top[0], "top": top})
     return results

@@ -49,7 +49,7 @@ def measure_image(path: str | os.PathLike[str]) -> tuple[float, float, float, in
     """
     data, rgb, problem = inspect_image(str(path))
     if rgb is None:
-        raise DataError(f"{path}: {problem}")
+        raise DataError(f"{path}: {problem}; re-download or remove it")
     return (*_measures(rgb), rgb.shape[1], rgb.shape[0], image_digest(data))
 
 

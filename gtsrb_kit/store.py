@@ -11,10 +11,11 @@ training uses::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import h5py
 import numpy as np
 
 from gtsrb_kit import __version__
-from gtsrb_kit.enhance import mode_channels
+from gtsrb_kit.classes import NUM_CLASSES
+from gtsrb_kit.enhance import MODES, mode_channels
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import atomic_path, remove_stale_temporaries
 
@@ -116,7 +118,7 @@ class VariantWriter:
 
     def __enter__(self) -> VariantWriter:
         remove_stale_temporaries(self.path)  # of killed cooks
-        with self._stack as stack:
+        with _write_errors(self.path), self._stack as stack:
             tmp = stack.enter_context(atomic_path(self.path))
             handle = stack.enter_context(h5py.File(tmp, "w", libver="earliest", track_order=False))
             for split in SPLITS:
@@ -126,7 +128,8 @@ class VariantWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stack.__exit__(*exc)
+        with _write_errors(self.path):
+            self._stack.__exit__(*exc)
 
     def _create_split(self, handle: h5py.File, split: str, columns: SplitColumns) -> h5py.Dataset:
         n = len(columns.y)
@@ -159,7 +162,32 @@ class VariantWriter:
         """Store chunk number ``chunk`` of a split, as :func:`encode_chunk` returns it."""
         ds = self._datasets[split]
         mask, data = encoded
-        ds.id.write_direct_chunk((chunk * ds.chunks[0], 0, 0, 0), data, filter_mask=mask)
+        with _write_errors(self.path):
+            ds.id.write_direct_chunk((chunk * ds.chunks[0], 0, 0, 0), data, filter_mask=mask)
+
+
+def _no_space(exc: Exception) -> bool:
+    """A full disk, also as h5py reports it (HDF5's text in an OSError or RuntimeError, no errno)."""
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "errno = 28," in str(exc) or "No space left" in str(exc)
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    """OSErrors (and HDF5's RuntimeErrors) while writing ``path`` as one DataError line naming its folder."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if _no_space(exc):
+            raise DataError(f"{path.parent}: no space left on device (writing {path.name}); "
+                            "free space or pass another --out") from None
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise DataError(f"{path.parent}: cannot write {path.name} ({reason}); "
+                        "check permissions and free space or pass another --out") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def stored_recipe(path: str | Path) -> dict | None:
@@ -171,7 +199,7 @@ def stored_recipe(path: str | Path) -> dict | None:
             if handle.attrs.get("created_by") != CREATED_BY:
                 return None
             return _decode_attr("recipe", handle.attrs.get("recipe"))
-    except (OSError, KeyError, ValueError):
+    except _READ_ERRORS:
         return None
 
 
@@ -190,6 +218,21 @@ def _decode_attr(name: str, value: Any) -> Any:
     return value
 
 
+_RECOOK = "re-cook it with 'gtsrb-kit cook --force'"
+# What h5py raises on a damaged file: HDF5's errors as OSError/RuntimeError, a missing or
+# mistyped object as KeyError/TypeError/ValueError.
+_READ_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path, what: str) -> Iterator[None]:
+    """h5py's errors while reading ``what`` of ``path`` as one DataError line."""
+    try:
+        yield
+    except _READ_ERRORS as exc:
+        raise DataError(f"{path}: {what} unreadable ({_first_line(exc)}; damaged file?); {_RECOOK}") from None
+
+
 def _open(path: str | Path) -> h5py.File:
     """Open a cooked file read-only and check that it is a gtsrb-kit file this version can read."""
     path = Path(path)
@@ -199,19 +242,22 @@ def _open(path: str | Path) -> h5py.File:
         raise DataError(f"{path}: no such file; run 'gtsrb-kit cook' first or check the path")
     try:
         handle = h5py.File(path, "r")
-    except OSError:
-        raise DataError(f"{path}: not a readable HDF5 file (corrupt or truncated?); re-cook it with 'gtsrb-kit cook --force'") from None
+    except _READ_ERRORS:
+        raise DataError(f"{path}: not a readable HDF5 file (corrupt or truncated?); {_RECOOK}") from None
     try:
-        version = handle.attrs.get("schema_version")
-        if version is None or _decode_attr("created_by", handle.attrs.get("created_by")) != CREATED_BY:
+        with _reading(path, "attribute schema_version"):
+            version = handle.attrs.get("schema_version")
+            creator = _decode_attr("created_by", handle.attrs.get("created_by"))
+        if version is None or creator != CREATED_BY:
             raise DataError(
                 f"{path}: not a gtsrb-kit dataset (no schema_version/created_by attributes); "
                 "cook one with 'gtsrb-kit cook'"
             )
-        version = int(version)
-        if version > SCHEMA_VERSION:
+        if not isinstance(version, (int, np.integer)):
+            raise DataError(f"{path}: attribute schema_version is not an integer ({version!r}); {_RECOOK}")
+        if int(version) > SCHEMA_VERSION:
             raise DataError(
-                f"{path}: written by a newer gtsrb-kit (schema {version}, this one reads {SCHEMA_VERSION}); "
+                f"{path}: written by a newer gtsrb-kit (schema {int(version)}, this one reads {SCHEMA_VERSION}); "
                 "upgrade gtsrb-kit"
             )
     except BaseException:
@@ -228,55 +274,103 @@ def _check_split(split: str) -> None:
 def _x_dataset(handle: h5py.File, split: str) -> h5py.Dataset:
     _check_split(split)
     name = f"x_{split}"
-    if name not in handle or f"y_{split}" not in handle:
+    with _reading(handle.filename, f"dataset {name}"):
+        if name in handle:
+            _require(handle, f"y_{split}")
+            return handle[name]
         have = [s for s in SPLITS if f"x_{s}" in handle]
-        raise DataError(
-            f"{handle.filename}: has no split {split!r} (it has: {', '.join(have) or 'none'}); "
-            "re-cook it with 'gtsrb-kit cook --force'"
-        )
-    return handle[name]
+    raise DataError(
+        f"{handle.filename}: has no split {split!r} (it has: {', '.join(have) or 'none'}); {_RECOOK}"
+    )
+
+
+def _require(handle: h5py.File, name: str) -> None:
+    if name not in handle:
+        raise DataError(f"{handle.filename}: dataset {name} missing; {_RECOOK}")
 
 
 def _read_labels(handle: h5py.File, split: str, indices: np.ndarray | None = None) -> np.ndarray:
-    ds = handle[f"y_{split}"]
-    y = ds[...] if indices is None else ds[indices]
-    return np.asarray(y, dtype=np.int64)
+    name = f"y_{split}"
+    with _reading(handle.filename, f"dataset {name}"):
+        ds = handle[name]
+        y = ds[...] if indices is None else ds[indices]
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"{handle.filename}: dataset {name} holds {y.dtype} {y.shape}, not class ids; {_RECOOK}")
+    y = np.asarray(y, dtype=np.int64)
+    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
+        raise DataError(f"{handle.filename}: dataset {name} has class ids outside 0..{NUM_CLASSES - 1} "
+                        f"({int(y.min())}..{int(y.max())}); {_RECOOK}")
+    return y
 
 
 def _attrs(handle: h5py.File) -> dict[str, Any]:
-    return {name: _decode_attr(name, handle.attrs[name]) for name in handle.attrs}
+    with _reading(handle.filename, "attributes"):
+        return {name: _decode_attr(name, handle.attrs[name]) for name in handle.attrs}
+
+
+def _checked_attrs(handle: h5py.File) -> dict[str, Any]:
+    """The file's attributes, with the types :func:`read_info` promises (else a DataError)."""
+    info = _attrs(handle)
+    expected = {"size": int, "mode": str, "class_names": list, "recipe": dict}
+    for name, kind in expected.items():
+        value = info.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(f"{handle.filename}: attribute {name} is {type(value).__name__} {value!r:.40}, "
+                            f"not {kind.__name__}; {_RECOOK}")
+    if info["mode"] not in MODES or info["size"] < 1 or not all(isinstance(n, str) for n in info["class_names"]):
+        raise DataError(f"{handle.filename}: attributes size/mode/class_names hold unusable values "
+                        f"({info['size']!r}, {info['mode']!r}); {_RECOOK}")
+    return info
+
+
+def _split_info(handle: h5py.File, split: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """One split's summary, after reading every dataset of it whole (finds damaged chunks)."""
+    path, ds = handle.filename, _x_dataset(handle, split)
+    n = int(ds.shape[0]) if ds.ndim else 0
+    if ds.dtype != np.uint8 or tuple(ds.shape[1:]) != shape:
+        raise DataError(f"{path}: dataset x_{split} holds {ds.dtype} {ds.shape}, expected uint8 (N, "
+                        f"{', '.join(map(str, shape))}); {_RECOOK}")
+    with _reading(path, f"dataset x_{split}"):
+        step = ds.chunks[0] if ds.chunks else max(n, 1)
+        for start in range(0, n, step):
+            ds[start:start + step]
+    y = _read_labels(handle, split)
+    info = {"count": n, "shape": tuple(int(d) for d in ds.shape), "dtype": str(ds.dtype),
+            "classes": int(len(np.unique(y))), "compression": ds.compression}
+    columns = [f"path_{split}"] + ([f"track_{split}"] if split in ("train", "val") else [])
+    for name in columns:
+        _require(handle, name)
+        with _reading(path, f"dataset {name}"):
+            values = handle[name][...]
+        if values.shape != (n,):
+            raise DataError(f"{path}: dataset {name} has shape {values.shape}, expected ({n},) like x_{split}; {_RECOOK}")
+        if name.startswith("track_"):
+            info["tracks"] = int(len(np.unique(values)))
+    if len(y) != n:
+        raise DataError(f"{path}: dataset y_{split} has {len(y)} labels for {n} images; {_RECOOK}")
+    return info
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
-    """Attributes and per-split contents of a cooked file.
+    """Attributes and per-split contents of a cooked file, after checking all of it.
+
+    Every dataset is read whole (a damaged chunk is found here), and shapes, dtypes, label range
+    and attribute types are checked.
 
     Returns:
         A dict with every file attribute (``size``, ``mode``, ``roi``, ``scale``, ``seed``,
         ``class_names`` (list), ``recipe`` (dict) ...), plus ``path``, ``bytes`` (file size) and
-        ``splits``: ``{split: {"count", "shape", "dtype", "classes"}}`` for each split present.
+        ``splits``: ``{split: {"count", "shape", "dtype", "classes"}}`` for each split.
 
     Raises:
-        DataError: the file is missing, corrupt, foreign or from a newer gtsrb-kit.
+        DataError: the file is missing, corrupt, foreign, from a newer gtsrb-kit, or any of its
+            datasets or attributes is missing or malformed (the message names it).
     """
     path = Path(path)
     with _open(path) as handle:
-        info = _attrs(handle)
-        splits: dict[str, dict[str, Any]] = {}
-        for split in SPLITS:
-            if f"x_{split}" not in handle:
-                continue
-            ds = handle[f"x_{split}"]
-            y = _read_labels(handle, split)
-            splits[split] = {
-                "count": int(ds.shape[0]),
-                "shape": tuple(int(d) for d in ds.shape),
-                "dtype": str(ds.dtype),
-                "classes": int(len(np.unique(y))),
-                "compression": ds.compression,
-            }
-            if f"track_{split}" in handle:
-                splits[split]["tracks"] = int(len(np.unique(handle[f"track_{split}"][...])))
-        info["splits"] = splits
+        info = _checked_attrs(handle)
+        shape = (info["size"], info["size"], mode_channels(info["mode"]))
+        info["splits"] = {split: _split_info(handle, split, shape) for split in SPLITS}
     info["path"] = str(path)
     info["bytes"] = path.stat().st_size
     return info
@@ -285,9 +379,9 @@ def read_info(path: str | Path) -> dict[str, Any]:
 def class_names(path: str | Path) -> list[str]:
     """The class names stored in a cooked file (index = class id)."""
     with _open(path) as handle:
-        names = _decode_attr("class_names", handle.attrs.get("class_names"))
+        names = _attrs(handle).get("class_names")
     if not isinstance(names, list):
-        raise DataError(f"{path}: class_names attribute missing or malformed; re-cook it with 'gtsrb-kit cook --force'")
+        raise DataError(f"{path}: attribute class_names missing or not a JSON list; {_RECOOK}")
     return [str(n) for n in names]
 
 
@@ -331,14 +425,18 @@ def load_split(
     with _open(path) as handle:
         ds = _x_dataset(handle, split)
         if indices is None:
-            x = ds[...]
+            with _reading(path, f"dataset x_{split}"):
+                x = ds[...]
             y = _read_labels(handle, split)
         else:
             idx = _as_indices(indices, ds.shape[0], path, split)
             # h5py wants increasing, unique indices: read those, then reorder.
             unique, inverse = np.unique(idx, return_inverse=True)
-            x = ds[unique][inverse] if unique.size else np.empty((0, *ds.shape[1:]), ds.dtype)
+            with _reading(path, f"dataset x_{split}"):
+                x = ds[unique][inverse] if unique.size else np.empty((0, *ds.shape[1:]), ds.dtype)
             y = _read_labels(handle, split, unique)[inverse] if unique.size else np.empty(0, np.int64)
+    if len(x) != len(y):
+        raise DataError(f"{path}: dataset y_{split} has {len(y)} labels for {len(x)} images; {_RECOOK}")
     return (_normalize(x) if normalize else x), y
 
 
@@ -506,7 +604,8 @@ class SplitSource:
         i = int(index)
         if not -len(self) <= i < len(self):
             raise IndexError(f"{self.path}: index {index} out of range for split {self.split!r} with {len(self)} images")
-        image = self._dataset()[i % len(self)]
+        with _reading(self.path, f"dataset x_{self.split}"):
+            image = self._dataset()[i % len(self)]
         return (_normalize(image) if self.normalize else image), int(self.labels[i])
 
     def _dataset(self) -> h5py.Dataset:

@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+# OpenCV reads this when imported (here, in the forkserver and in every worker): no log lines on stderr.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+
 _worker_limits: contextlib.ExitStack | None = None
 
 
@@ -28,6 +31,9 @@ def single_threaded() -> Iterator[None]:
     import cv2
     from threadpoolctl import threadpool_limits
 
+    from cv2.utils import logging as cv2_logging
+
+    cv2_logging.setLogLevel(cv2_logging.LOG_LEVEL_SILENT)  # errors reach the user as one line, not as OpenCV's log
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -47,11 +53,28 @@ def _init_worker(parent: int) -> None:
 def _exit_with(parent: int) -> None:
     """End this worker when its parent has ended (killed: the pool cannot tell it any more)."""
     while True:
-        time.sleep(0.5)
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
+        time.sleep(0.25)
+        if _ended(parent):
             os._exit(1)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended, also when it is a zombie not yet reaped by its parent.
+
+    A zombie still answers ``kill(pid, 0)``; and the forkserver, the workers' own parent, lives
+    on while they do (they hold its keep-alive pipe), so neither tells a killed caller.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):  # no /proc (not Linux): kill(pid, 0) is all there is
+        return False
 
 
 @contextlib.contextmanager

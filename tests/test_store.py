@@ -59,7 +59,7 @@ def test_writer_round_trip(tmp_path: Path, mode: str) -> None:
                for s in SPLITS}
     path = tmp_path / enhanced_filename(8, mode)
     with VariantWriter(path, size=8, mode=mode, columns=columns,
-                       attrs={"size": np.int64(8), "mode": mode, "recipe": {"mode": mode}}) as writer:
+                       attrs={"size": np.int64(8), "mode": mode, "class_names": CLASS_NAMES, "recipe": {"mode": mode}}) as writer:
         assert not path.exists()  # written under a temporary name until complete
         rows = chunk_rows(5)
         padded = np.zeros((rows, 8, 8, channels), np.uint8)

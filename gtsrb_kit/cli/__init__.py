@@ -6,7 +6,7 @@ Each command lives in its own module, which registers itself on :data:`app` when
 from __future__ import annotations
 
 from gtsrb_kit.cli._app import app
-from gtsrb_kit.cli import download, stats, synth, cook, train, sweep, robustness  # noqa: F401,E402  (registration)
+from gtsrb_kit.cli import download, stats, synth, cook, train, sweep, robustness, export  # noqa: F401,E402  (registration)
 
 __all__ = ["app", "main"]
 

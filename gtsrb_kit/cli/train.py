@@ -130,25 +130,29 @@ def _from_synth(data: Path) -> bool:
 
 @app.command("evaluate")
 def evaluate_command(
-    model: Annotated[Path, typer.Option("--model", help="A .keras file (e.g. runs/x/best.keras).",
-                                        show_default=False)],
-    data: Annotated[Path | None, typer.Option("--data", help="A cooked set-*.h5 file. Default: the run's own data "
-                                              "file (config.json beside the model), else <data dir>/set-48x48-RGB.h5.",
-                                              show_default=False)] = None,
+    model: Annotated[list[Path], typer.Option("--model", help="A .keras file (e.g. runs/x/best.keras); repeat it "
+                                              "for a committee (the mean of the models' probabilities).",
+                                              show_default=False)],
+    data: Annotated[list[Path] | None, typer.Option("--data", help="A cooked set-*.h5 file (one, or one per --model). "
+                                                    "Default: each run's own data file (config.json beside the "
+                                                    "model), else <data dir>/set-48x48-RGB.h5.",
+                                                    show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: <model folder>/eval-<data "
                                              "stem>-<split>.", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="test, val, train or meta.")] = "test",
     worst: Annotated[int, typer.Option("--worst", help="Misclassified images to show.")] = 24,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over small shifts and scales of every image "
+                                      "(never flips).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Accuracy, per-class table, confusion matrix PNG and worst mistakes PNG of a model."""
+    """Accuracy, per-class table, confusion matrix PNG and worst mistakes PNG of a model or committee."""
     from gtsrb_kit.evaluate import evaluate
     from gtsrb_kit.runs import run_data
     from gtsrb_kit.train import default_data_file
 
-    if data is None:
-        data = run_data(model.parent) or default_data_file()
-    result = evaluate(model, data, out_dir=out, split=split, worst=worst)
+    if not data:
+        data = [run_data(m.parent) or default_data_file() for m in model]
+    result = evaluate(model, data, out_dir=out, split=split, worst=worst, tta=tta)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -159,7 +163,10 @@ def evaluate_command(
         table.add_row(str(row["class_id"]), row["name"], f"{row['precision']:.4f}", f"{row['recall']:.4f}",
                       str(row["support"]))
     console.print(table)
-    console.print(f"evaluate: accuracy {result['accuracy']:.4f} ({result['errors']} errors / {result['count']}); "
+    who = f" committee of {len(result['models'])}" if len(result["models"]) > 1 else ""
+    who += " with TTA" if tta else ""
+    console.print(f"evaluate{':' + who if who else ''}: accuracy {result['accuracy']:.4f} "
+                  f"({result['errors']} errors / {result['count']}); "
                   f"files in {Path(result['files']['evaluation']).parent}", highlight=False, soft_wrap=True)
 
 
@@ -167,8 +174,8 @@ def evaluate_command(
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (PPM, PNG, JPEG), each a crop around one sign.",
                                                  show_default=False)],
-    model: Annotated[Path, typer.Option("--model", help="A .keras file written by gtsrb-kit train.",
-                                        show_default=False)],
+    model: Annotated[Path, typer.Option("--model", help="A .keras file written by gtsrb-kit train, or a .onnx/.tflite "
+                                        "file written by gtsrb-kit export.", show_default=False)],
     top: Annotated[int, typer.Option("--top", help="Classes to show per image.", min=1)] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one list) for scripts.")] = False,
 ) -> None:

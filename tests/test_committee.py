@@ -1,0 +1,84 @@
+"""Committees (the mean of several models' probabilities) and test-time augmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gtsrb_kit.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def members(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Path]]:
+    """Three tiny models: two seeds on 24x24 RGB, one on 28x28 L (another variant), with their data files."""
+    from gtsrb_kit.cook import cook_dataset
+    from gtsrb_kit.train import train
+
+    out = tmp_path_factory.mktemp("committee")
+    rgb = cook_dataset(synth_root, out / "data", sizes=(24,), modes=("RGB",), workers=1)[0].path
+    gray = cook_dataset(synth_root, out / "data", sizes=(28,), modes=("L",), workers=1)[0].path
+    found = []
+    for name, data, seed in (("a", rgb, 0), ("b", rgb, 1), ("c", gray, 2)):
+        train(data, model="vgg-bn", epochs=1, batch_size=64, run_dir=out / name, seed=seed, verbose=0,
+              model_options={"width": 8})
+        found.append((out / name / "best.keras", data))
+    return found
+
+
+def test_committee_is_the_mean_of_its_members(members: list[tuple[Path, Path]], tmp_path: Path) -> None:
+    from gtsrb_kit.evaluate import committee_scores, evaluate, load_model, split_scores
+
+    models, data = [m for m, _ in members], [d for _, d in members]
+    singles = [split_scores(load_model(m), d)[2] for m, d in members]
+    x, y, probs, names = committee_scores(models, data)
+    assert np.allclose(probs, np.mean(singles, axis=0))
+    assert x.shape[1:] == (24, 24, 3) and len(names) == 43
+    result = evaluate(models, data, out_dir=tmp_path)
+    assert result["accuracy"] == pytest.approx(float(np.mean(probs.argmax(axis=1) == y)), abs=1e-6)
+    assert result["models"] == [str(m) for m in models]
+    on_disk = json.loads((tmp_path / "evaluation.json").read_text())
+    assert on_disk["data_files"] == [str(d) for d in data]
+    for name in ("confusion_matrix.png", "worst_errors.png", "per_class.csv"):
+        assert (tmp_path / name).is_file()
+
+
+def test_committee_mismatches_are_one_line_errors(members: list[tuple[Path, Path]], synth_root: Path,
+                                                  tmp_path: Path) -> None:
+    from gtsrb_kit.cook import cook_dataset
+    from gtsrb_kit.evaluate import committee_scores
+
+    (a, rgb), (b, _), (c, gray) = members
+    with pytest.raises(ConfigError, match="2 models but 3 data files"):
+        committee_scores([a, b], [rgb, rgb, rgb])
+    with pytest.raises(DataError, match="the model expects"):
+        committee_scores([a, c], [rgb, rgb])  # the L model needs its own file
+    other = cook_dataset(synth_root, tmp_path, sizes=(24,), modes=("RGB",), scale=0.5, workers=1)[0].path
+    with pytest.raises(DataError, match="other images"):
+        committee_scores([a, b], [rgb, other])
+
+
+def test_tta_views_never_flip_and_start_with_the_image() -> None:
+    from gtsrb_kit.evaluate import TTA_VIEWS, tta_view
+
+    assert TTA_VIEWS[0] == (0, 0, 1.0)
+    assert all(scale > 0 for _, _, scale in TTA_VIEWS)
+    x = np.zeros((1, 32, 32, 3), np.uint8)
+    x[0, 8:24, 4:12] = 200  # a bar on the left: a mirror would put it on the right
+    assert np.array_equal(tta_view(x, *TTA_VIEWS[0]), x)
+    for view in TTA_VIEWS[1:]:
+        out = tta_view(x, *view).astype(float)
+        assert out.shape == x.shape
+        assert np.abs(out - x).mean() < np.abs(out - x[:, :, ::-1]).mean() / 3, view
+
+
+def test_tta_averages_the_views(members: list[tuple[Path, Path]]) -> None:
+    from gtsrb_kit.evaluate import TTA_VIEWS, load_model, predict_probs, split_scores, tta_view
+
+    model_path, data = members[0]
+    model = load_model(model_path)
+    x, _, probs, _ = split_scores(model, data, tta=True)
+    expected = np.mean([predict_probs(model, tta_view(x, *v)) for v in TTA_VIEWS], axis=0)
+    assert np.allclose(probs, expected)
