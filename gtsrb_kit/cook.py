@@ -49,6 +49,7 @@ from gtsrb_kit.store import (
     read_info,
     stored_recipe,
 )
+from gtsrb_kit.synth import MARKER as SYNTH_MARKER
 from gtsrb_kit.workers import ordered, process_pool
 
 __all__ = ["MODES", "DEFAULT_MODES", "DEFAULT_SIZES", "CookResult", "cook_dataset", "COOK_ALGORITHM"]
@@ -299,13 +300,15 @@ class _Settings:
                           drop_tracks=list(drop_tracks))
 
 
-def _file_attrs(v: _Variant, recipe: dict, opts: _Settings, layout: str, dropped: int, skipped: int) -> dict[str, Any]:
-    """Attributes of one variant file, in the order they are stored."""
+def _file_attrs(v: _Variant, recipe: dict, opts: _Settings, layout: str, dropped: int, skipped: int,
+                synthetic: bool = False) -> dict[str, Any]:
+    """Attributes of one variant file, in the order they are stored (``source_synthetic`` only when true)."""
     return {
         "size": np.int64(v.size), "mode": v.mode, "roi": np.bool_(v.roi), "scale": np.float64(opts.scale),
         "seed": np.int64(opts.seed), "val_fraction": np.float64(opts.val_fraction), "class_names": CLASS_NAMES,
         "source_fingerprint": recipe["source_fingerprint"], "source_layout": layout,
         "dropped_duplicate_tracks": np.int64(dropped), "skipped_images": np.int64(skipped), "recipe": recipe,
+        **({"source_synthetic": np.bool_(True)} if synthetic else {}),
     }
 
 
@@ -417,7 +420,8 @@ def cook_dataset(
             problems += bad
             if bad or dup_tracks:
                 plan = opts.plan(catalog, dup_tracks)
-            attrs = {v.name: _file_attrs(v, recipes[v.name], opts, layout, len(plan.dropped_tracks), len(bad))
-                     for v in pending}
+            synthetic = (Path(root) / SYNTH_MARKER).is_file()  # drawn by gtsrb-kit synth
+            attrs = {v.name: _file_attrs(v, recipes[v.name], opts, layout, len(plan.dropped_tracks), len(bad),
+                                         synthetic) for v in pending}
             _cook_files(pending, plan, catalog, out_dir, attrs=attrs, pool=pool, workers=workers, progress=progress)
     return [_result(v, out_dir, v in pending, plan, len(bad), problems) for v in variants]

@@ -33,8 +33,43 @@ def save_png(fig: Any, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
     return path
 
 
+#: Floor of the log-scale error panel: an error rate of 0 (a perfect epoch) is drawn there.
+ERROR_FLOOR = 1e-4
+
+
+def _epochs(hist: dict[str, list[float]], n: int) -> list[float]:
+    return list(hist["epoch"]) if len(hist.get("epoch", [])) == n else list(range(1, n + 1))
+
+
+def _draw_panel(ax: Any, histories: dict[str, dict[str, list[float]]], key: str, colors: list[str], *,
+                error: bool = False) -> None:
+    """One panel: ``key`` (or its error rate ``1 - key`` on a log axis) per run, validation solid."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    for k, (name, hist) in enumerate(histories.items()):
+        for column, style, label in ((f"val_{key}", "-", f"{name} validation"), (key, "--", f"{name} train")):
+            values = hist.get(column)
+            if values:
+                ys = np.maximum(1.0 - np.asarray(values, dtype=float), ERROR_FLOOR) if error else values
+                ax.plot(_epochs(hist, len(values)), ys, style, color=colors[k % len(colors)], label=label,
+                        marker="o", markersize=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    if error:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g} %"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(f"error rate (1 - {key}), log scale")
+        ax.grid(alpha=0.3, which="both")
+    else:
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_curves(histories: dict[str, dict[str, list[float]]], out: str | os.PathLike[str], *,
-                keys: tuple[str, ...] = ("loss", "accuracy"), title: str = "") -> Path:
+                keys: tuple[str, ...] = ("loss", "accuracy"), title: str = "", error_rate: bool = True) -> Path:
     """Per-epoch curves of runs: one panel per key, a colour per run, validation solid, training dashed.
 
     Args:
@@ -42,25 +77,17 @@ def plot_curves(histories: dict[str, dict[str, list[float]]], out: str | os.Path
         out: The PNG to write.
         keys: The metrics to plot (``val_<key>`` is the validation curve).
         title: The figure's title.
+        error_rate: Add a last panel with the error rate (1 - accuracy) on a log scale, where the
+            last fraction of a percent stays visible (0 is drawn at :data:`ERROR_FLOOR`); only
+            when ``keys`` holds ``accuracy``.
     """
-    from matplotlib.ticker import MaxNLocator
-
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys) + 2.5 * (len(keys) == 1), 4.2), squeeze=False)
+    panels = [(key, False) for key in keys] + ([("accuracy", True)] if error_rate and "accuracy" in keys else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 2.5 * (len(panels) == 1), 4.2),
+                             squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, key in zip(axes.flat, keys):
-        for k, (name, hist) in enumerate(histories.items()):
-            for column, style, label in ((f"val_{key}", "-", f"{name} validation"), (key, "--", f"{name} train")):
-                values = hist.get(column)
-                if values:
-                    epochs = hist["epoch"] if len(hist.get("epoch", [])) == len(values) else range(1, len(values) + 1)
-                    ax.plot(list(epochs), values, style, color=colors[k % len(colors)], label=label,
-                            marker="o", markersize=3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    for ax, (key, error) in zip(axes.flat, panels):
+        _draw_panel(ax, histories, key, colors, error=error)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

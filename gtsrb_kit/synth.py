@@ -402,9 +402,9 @@ def _remove(path: Path) -> None:
 def generate_dataset(
     out: Path,
     *,
-    tracks_per_class: int = 4,
+    tracks_per_class: int = 20,
     frames_per_track: int = 10,
-    test_per_class: int = 12,
+    test_per_class: int = 30,
     seed: int = 0,
     layout: SynthLayout = "official",
     archives: bool = False,

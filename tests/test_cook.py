@@ -445,3 +445,15 @@ def test_small_chunks_cook_alike_with_one_or_two_workers(small_root: Path, tmp_p
             chunks = sum(fa[f"x_{split}"].id.get_num_chunks() for split in ("train", "val", "test", "meta"))
             assert fa["x_train"].chunks[0] <= 4 and chunks > 20
         assert a.path.read_bytes() == b.path.read_bytes(), a.variant
+
+
+def test_files_cooked_from_a_synth_tree_say_so(small_root: Path, tmp_path: Path) -> None:
+    from gtsrb_kit.synth import MARKER
+
+    root = _copy_tree(small_root, tmp_path / "root")
+    (root / MARKER).write_text("{}")  # what gtsrb-kit synth leaves at its root
+    (synthetic,) = cook_dataset(root, tmp_path / "syn", sizes=(16,), modes=("L",), workers=1)
+    (root / MARKER).unlink()
+    (plain,) = cook_dataset(root, tmp_path / "plain", sizes=(16,), modes=("L",), workers=1)
+    with h5py.File(synthetic.path) as a, h5py.File(plain.path) as b:
+        assert bool(a.attrs["source_synthetic"]) and "source_synthetic" not in b.attrs

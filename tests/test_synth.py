@@ -198,3 +198,15 @@ def test_cli_synth_errors(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["synth", "--root", str(tmp_path / "k"), "--layout", "kaggle", "--archives"])
     assert result.exit_code == 2 and "official layout" in result.stderr
+
+
+def test_cli_defaults_match_the_library() -> None:
+    # The CLI repeats the library's defaults (it imports numpy/PIL lazily): they must agree.
+    import inspect
+
+    from gtsrb_kit.cli.synth import synth
+
+    library = inspect.signature(generate_dataset).parameters
+    cli = inspect.signature(synth).parameters
+    for name in ("tracks_per_class", "frames_per_track", "test_per_class", "seed"):
+        assert cli[name].default == library[name].default, name

@@ -83,6 +83,8 @@ def test_cli_train_same_seed_same_history(first_run: tuple[Path, dict], cooked: 
                                       "--seed", "0", "--model-option", "width=8", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output
+    # The data was cooked from a synth tree: the last lines point to the real-data commands.
+    assert "next: the real benchmark" in result.output and "gtsrb-kit download --root data/gtsrb" in result.output
     a = json.loads((run_dir / "history.json").read_text())
     b = json.loads((tmp_path / "b" / "history.json").read_text())
     for ra, rb in zip(a, b):
@@ -259,3 +261,13 @@ def test_cli_evaluate_defaults_to_the_runs_data(first_run: tuple[Path, dict], tm
     parsed = json.loads(result.stdout)
     assert parsed["data"] == metrics["data"]
     assert parsed["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)  # same checkpoint, same test set
+
+
+def test_next_steps_only_for_synthetic_data(tmp_path: Path) -> None:
+    import h5py
+
+    from gtsrb_kit.cli.train import _from_synth
+
+    with h5py.File(tmp_path / "real.h5", "w") as handle:
+        handle.attrs["source_layout"] = "official"
+    assert not _from_synth(tmp_path / "real.h5") and not _from_synth(tmp_path / "missing.h5")

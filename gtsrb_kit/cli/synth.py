@@ -24,9 +24,9 @@ def synth(
     = _Layout.official,
     archives: Annotated[bool, typer.Option("--archives", help="Also write ROOT/archives/ with the three official zips "
                                            "and SHA256SUMS (official layout).")] = False,
-    tracks_per_class: Annotated[int, typer.Option("--tracks-per-class", min=1, help="Mean tracks per class.")] = 4,
+    tracks_per_class: Annotated[int, typer.Option("--tracks-per-class", min=1, help="Mean tracks per class.")] = 20,
     frames_per_track: Annotated[int, typer.Option("--frames-per-track", min=1, help="Frames per track.")] = 10,
-    test_per_class: Annotated[int, typer.Option("--test-per-class", min=1, help="Mean test images per class.")] = 12,
+    test_per_class: Annotated[int, typer.Option("--test-per-class", min=1, help="Mean test images per class.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same files (byte for byte).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder that synth did not write, "
                                         "replacing its GTSRB entries.")] = False,
