@@ -99,7 +99,7 @@ def cook(
             f"cook: dropped {first.dropped_duplicate_tracks} training track(s) holding images byte-identical to "
             "test images (--keep-test-duplicates keeps them)", highlight=False, soft_wrap=True,
         )
-    problems = [p for r in written for p in r.problems]
+    problems = list({p["path"]: p for r in written for p in r.problems}.values())  # the same images in every file
     if problems:
         err_console.print(
             f"warning: skipped {len(problems)} image(s) with problems, e.g. {problems[0]['path']}: "
