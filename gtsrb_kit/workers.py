@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -78,6 +79,22 @@ def _ended(pid: int) -> bool:
 
 
 @contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Start processes without the caller's ``__main__``: the work lives in gtsrb_kit's modules.
+
+    multiprocessing re-runs the parent's main script in every new process: a user's script without
+    an ``if __name__ == "__main__"`` guard would run again in each worker, and a notebook's (after
+    ``%reset``) or a script read from stdin cannot be re-run at all.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+@contextlib.contextmanager
 def process_pool(workers: int, *, preload: str) -> Iterator[cf.Executor | None]:
     """A pool of ``workers`` processes with ``preload`` imported, or None (run here) for ``workers`` <= 1.
 
@@ -89,13 +106,11 @@ def process_pool(workers: int, *, preload: str) -> Iterator[cf.Executor | None]:
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([preload])
-    main = sys.modules["__main__"]
-    if not hasattr(main, "__spec__"):  # Jupyter's __main__; multiprocessing reads it
-        main.__spec__ = None
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                  initargs=(os.getpid(),))
-    for _ in range(workers):
-        pool.submit(os.getpid)
+    with _without_main():  # every worker starts here: the pool is full before the first task
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                      initargs=(os.getpid(),))
+        for _ in range(workers):
+            pool.submit(os.getpid)
     try:
         yield pool
     finally:
