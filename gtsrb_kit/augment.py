@@ -294,7 +294,7 @@ def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augmen
                  class_names: Any = None) -> Any:
     """Write a PNG grid and return its path: ``per_class`` originals of each of ``classes`` (default: all),
     each followed by ``draws`` augmented versions (``augment``, ``seed``, ``path``: see :func:`make_augmenter`)."""
-    from gtsrb_kit.plotting import image_grid
+    from gtsrb_kit.plotting import image_grid, wrap
 
     aug = make_augmenter(augment, seed=seed, path=path)
     labels = np.asarray(labels)
@@ -304,7 +304,7 @@ def preview_grid(images: np.ndarray, labels: np.ndarray, out_png: Any, *, augmen
         raise ConfigError(f"classes {chosen}: not in the data, so there are no images to preview; choose others")
     originals = np.asarray(images)[idx]
     grid = np.stack([originals] + [aug(originals, counter=d) for d in range(draws)], axis=1)
-    names = [str(class_names[c])[:11] if class_names is not None and c < len(class_names) else ""
+    names = [wrap(str(class_names[c]), 11) if class_names is not None and c < len(class_names) else ""
              for c in (int(labels[i]) for i in idx)]
     cells = [f"class {labels[i]}\n{name}" if d == 0 else f"draw {d}" for i, name in zip(idx, names) for d in range(draws + 1)]
     return image_grid(list(grid.reshape(-1, *grid.shape[2:])), cells, out_png, cols=draws + 1, cell=64,

@@ -17,7 +17,7 @@ import numpy as np
 
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import write_text_atomic
-from gtsrb_kit.plotting import image_grid, pyplot, save_png
+from gtsrb_kit.plotting import image_grid, pyplot, save_png, wrap
 from gtsrb_kit.runs import CONFIG_FILE, read_json, read_keras_metadata, write_json
 
 _NO_MODEL = "no such model file; pass a .keras file from a run folder (e.g. run/x/best.keras)"
@@ -183,8 +183,8 @@ def plot_worst(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_names
     y_pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
     order = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:count]
-    labels = [f"true {y_true[i]}: {class_names[y_true[i]][:14]}\npred {y_pred[i]}: {class_names[y_pred[i]][:14]}"
-              f"\np={probs[i, y_pred[i]]:.2f}" for i in order]
+    labels = [f"{wrap(f'true {y_true[i]}: {class_names[y_true[i]]}', 22)}\n"
+              f"{wrap(f'pred {y_pred[i]}: {class_names[y_pred[i]]}', 22)}\np={probs[i, y_pred[i]]:.2f}" for i in order]
     title = f"{len(wrong)} misclassified; the {len(order)} most confident mistakes" if len(wrong) else \
         "no misclassified images"
     return image_grid([x[i] for i in order], labels, out_png, title=title, cols=6, cell=140)

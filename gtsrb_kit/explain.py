@@ -15,7 +15,7 @@ import numpy as np
 
 from gtsrb_kit.errors import ConfigError
 from gtsrb_kit.fileio import write_json
-from gtsrb_kit.plotting import image_grid
+from gtsrb_kit.plotting import image_grid, wrap
 
 ERRORS_PNG = "gradcam_errors.png"
 WEAK_PNG = "gradcam_weak_classes.png"
@@ -76,8 +76,8 @@ def _grid(x: np.ndarray, cams: np.ndarray, y: np.ndarray, probs: np.ndarray, row
     for i in rows:
         p = int(probs[i].argmax())
         images += [x[i], overlay(x[i], cams[i])]
-        labels += [f"true {y[i]}: {names[y[i]][:14]}\np={probs[i, y[i]]:.2f}",
-                   f"pred {p}: {names[p][:14]}\np={probs[i, p]:.2f}"]
+        labels += [f"{wrap(f'true {y[i]}: {names[y[i]]}')}\np={probs[i, y[i]]:.2f}",
+                   f"{wrap(f'pred {p}: {names[p]}')}\np={probs[i, p]:.2f}"]
     return image_grid(images, labels, out, title=title, cols=8, cell=110)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,11 @@ def plot_curves(histories: dict[str, dict[str, list[float]]], out: str | os.Path
         fig.suptitle(title)
     fig.tight_layout()
     return save_png(fig, out)
+
+
+def wrap(text: str, width: int = 18, lines: int = 2) -> str:
+    """``text`` broken into at most ``lines`` lines of ``width`` characters (for grid labels)."""
+    return "\n".join(textwrap.wrap(text, width)[:lines])
 
 
 def _font(size: int) -> Any:

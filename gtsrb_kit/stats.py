@@ -5,7 +5,6 @@ and byte-identical train/test images, written as JSON, CSV and PNG plots (``docs
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from gtsrb_kit.catalog import image_digest, inspect_image, load_image, shared_di
 from gtsrb_kit.classes import NUM_CLASSES, class_name
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path, write_json
-from gtsrb_kit.plotting import image_grid, pyplot, save_png
+from gtsrb_kit.plotting import image_grid, pyplot, save_png, wrap
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.workers import ordered, process_pool
 
@@ -319,10 +318,6 @@ def _grid(paths: list[str], labels: list[str], out: Path, title: str, cols: int)
     image_grid(images, labels, out, title=title, cols=cols)
 
 
-def _wrap(text: str, width: int = 16, lines: int = 4) -> str:
-    return "\n".join(textwrap.wrap(text, width)[:lines])
-
-
 def write_stats(
     stats: DatasetStats,
     out: str | os.PathLike[str],
@@ -396,7 +391,7 @@ def _sample_per_class(pi: pd.DataFrame) -> tuple[list[str], list[str]]:
         bright = rows[rows["brightness"] >= rows["brightness"].median()]
         best = bright.sort_values(["roi_width", "rel_path"], ascending=[False, True], kind="stable").iloc[0]
         paths.append(str(best["path"]))
-        labels.append(_wrap(f"{cid}: {class_name(cid)}"))
+        labels.append(wrap(f"{cid}: {class_name(cid)}", 16, 4))
     return paths, labels
 
 
