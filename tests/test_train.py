@@ -271,3 +271,22 @@ def test_next_steps_only_for_synthetic_data(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "real.h5", "w") as handle:
         handle.attrs["source_layout"] = "official"
     assert not _from_synth(tmp_path / "real.h5") and not _from_synth(tmp_path / "missing.h5")
+
+
+def test_select_by_validation_loss(cooked: Path, tmp_path: Path) -> None:
+    from gtsrb_kit.train import read_history, train
+
+    metrics = train(cooked, model="vgg-bn", epochs=3, batch_size=64, run_dir=tmp_path / "r", seed=1, verbose=0,
+                    model_options=TINY, select="val_loss")
+    history = read_history(tmp_path / "r")
+    best = int(np.argmin(history["val_loss"])) + 1
+    assert metrics["best_epoch"] == best and metrics["select"] == "val_loss"
+    assert metrics["best_val_accuracy"] == pytest.approx(history["val_accuracy"][best - 1], abs=1e-6)
+
+
+def test_unknown_selection() -> None:
+    from gtsrb_kit.errors import ConfigError
+    from gtsrb_kit.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="unknown selection 'test_accuracy'"):
+        TrainConfig(select="test_accuracy")

@@ -63,6 +63,8 @@ def train_command(
                                                         show_default=False)] = None,
     lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="constant, cosine (default) or "
                                                     "onecycle.", show_default=False)] = None,
+    select: Annotated[str, typer.Option("--select", help="The validation score that picks best.keras: "
+                                        "val_accuracy or val_loss (smoother).")] = "val_accuracy",
     early_stopping: Annotated[int | None, typer.Option("--early-stopping", help="Stop after this many epochs "
                                                        "without a better validation accuracy.",
                                                        show_default=False)] = None,
@@ -89,6 +91,7 @@ def train_command(
         data if data is not None else default_data_file(), model=model or DEFAULT_MODEL, augment=chosen,
         epochs=epochs, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
         learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
+        select=select,
         mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
         augment_path=augment_path, model_options=_parse_options(model_option or []),
     )
