@@ -64,11 +64,9 @@ def _images(data: str | None, n: int, shape: tuple[int, int, int], seed: int = 0
 
 
 def bench_idg(x: np.ndarray, y: np.ndarray, batch_size: int, min_seconds: float) -> float:
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    from fidle_course import course_generator
 
-    gen = ImageDataGenerator(featurewise_center=False, featurewise_std_normalization=False, width_shift_range=0.1,
-                             height_shift_range=0.1, zoom_range=0.2, shear_range=0.1, rotation_range=10.0)
-    flow = gen.flow(x.astype(np.float32), y, batch_size=batch_size, seed=0)
+    flow = course_generator().flow(x.astype(np.float32), y, batch_size=batch_size, seed=0)
     next(flow)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < min_seconds or count < len(x):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -294,8 +294,8 @@ def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> t
 
 
 def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[str, Any], augmenter: Any,
-         steps: int, progress: ProgressCallback | None) -> None:
-    """Train from the state's next epoch to ``cfg.epochs`` (or the early stop)."""
+         steps: int, progress: ProgressCallback | None, extra: Sequence[Any] = ()) -> None:
+    """Train from the state's next epoch to ``cfg.epochs`` (or the early stop); ``extra`` callbacks run last."""
     import keras
 
     from gtsrb_kit.store import tf_dataset
@@ -309,7 +309,7 @@ def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[
                           augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
     ds_val = tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size), num_classes=classes)
     callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs, select=cfg.select,
-                                      early_stopping=cfg.early_stopping, progress=progress)]
+                                      early_stopping=cfg.early_stopping, progress=progress), *extra]
     if _has_tensorboard():
         callbacks.insert(0, keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tb"), histogram_freq=0, write_graph=False, profile_batch=0, update_freq="epoch"))
@@ -370,12 +370,15 @@ def train(
     weight_decay: float = 1e-4,
     model_options: dict[str, Any] | None = None,
     select: str = "val_accuracy",
+    callbacks: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a cooked file, keep the best validation checkpoint, test it once.
 
     Args:
         data: A cooked ``set-*.h5`` file (default :func:`default_data_file`).
         progress: Called as ``progress("train", epochs_done, epochs)`` after every epoch.
+        callbacks: Extra Keras callbacks for ``fit``, run after the run's own (which keeps the
+            checkpoints); not part of the run's settings (``config.json``, resume checks).
         model, augment, ...: The fields of :class:`TrainConfig`:
             ``model`` (a name of :data:`gtsrb_kit.models.MODELS`);
             ``augment`` (preset ``none``, ``fidle``, ``strong``, an albumentations pipeline or an
@@ -399,12 +402,13 @@ def train(
         DataError: missing, foreign or incomplete data file.
         ConfigError: unknown model/preset/schedule, bad numbers, or a run folder that conflicts.
     """
-    settings = {k: v for k, v in locals().items() if k != "progress"}
-    return run_training(TrainConfig(**settings), progress=progress)
+    settings = {k: v for k, v in locals().items() if k not in ("progress", "callbacks")}
+    return run_training(TrainConfig(**settings), progress=progress, callbacks=callbacks)
 
 
-def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Train as :func:`train` does, from a :class:`TrainConfig`.
+def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None,
+                 callbacks: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Train as :func:`train` does, from a :class:`TrainConfig` (``callbacks``: see :func:`train`).
 
     Everything that can be checked (settings, data, run folder, the model's build) is checked
     before the run folder is created: a failed start leaves nothing behind.
@@ -440,20 +444,22 @@ def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None) 
         with run_lock(run_dir):
             _check_run_dir(run_dir, config, cfg.resume)  # another process may have started it meanwhile
             write_json(run_dir / CONFIG_FILE, config)
-            return _train_and_test(cfg, data, (net, state), config, augmenter, steps, progress, started)
+            return _train_and_test(cfg, data, (net, state), config, augmenter, steps, (progress, callbacks or ()),
+                                   started)
     finally:
         reset_policy()
 
 
 def _train_and_test(cfg: TrainConfig, data: _Data, model: tuple[Any, dict[str, Any]], config: dict[str, Any],
-                    augmenter: Any, steps: int, progress: ProgressCallback | None, started: float) -> dict[str, Any]:
-    """Fit, test the best checkpoint, write the curves and ``metrics.json`` (last)."""
+                    augmenter: Any, steps: int, hooks: tuple[ProgressCallback | None, Sequence[Any]],
+                    started: float) -> dict[str, Any]:
+    """Fit (``hooks``: progress, extra callbacks), test the best checkpoint, write the curves and ``metrics.json``."""
     from gtsrb_kit.evaluate import load_model, split_scores
 
     run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
     net, state = model
     initial_epoch = int(state["epochs_completed"])
-    _fit(cfg, net, state, config["preprocessing"], augmenter, steps, progress)
+    _fit(cfg, net, state, config["preprocessing"], augmenter, steps, *hooks)
     seconds = time.perf_counter() - started
     _, y_test, probs, _ = split_scores(load_model(run_dir / BEST_FILE), cfg.data, "test", max(256, cfg.batch_size))
     write_history(run_dir, state["history"])

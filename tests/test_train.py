@@ -290,3 +290,23 @@ def test_unknown_selection() -> None:
 
     with pytest.raises(ConfigError, match="unknown selection 'test_accuracy'"):
         TrainConfig(select="test_accuracy")
+
+
+def test_extra_callbacks_see_every_epoch(cooked: Path, tmp_path: Path) -> None:
+    """``train(callbacks=...)``: called at every epoch end, after the run's state; not a recorded setting."""
+    import keras
+
+    from gtsrb_kit.train import TrainConfig, run_training
+
+    seen: list[tuple[int, int, set]] = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            state = json.loads((tmp_path / "r" / "state.json").read_text())
+            seen.append((epoch, state["epochs_completed"], set(logs or {})))
+
+    cfg = TrainConfig(cooked, model="vgg-bn", epochs=2, run_dir=tmp_path / "r", verbose=0, model_options=TINY)
+    run_training(cfg, callbacks=[Recorder()])
+    assert [(e, done) for e, done, _ in seen] == [(0, 1), (1, 2)]
+    assert all({"loss", "val_accuracy"} <= keys for _, _, keys in seen)
+    assert "callbacks" not in json.loads((tmp_path / "r" / "config.json").read_text())["args"]
