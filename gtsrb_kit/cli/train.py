@@ -116,7 +116,7 @@ _REAL_DATA_NEXT = (
     "  gtsrb-kit download --root data/gtsrb && gtsrb-kit cook --root data/gtsrb --out data/real "
     "--size 32 --mode RGB-HE --roi-crop",
     "  gtsrb-kit train --data data/real/set-32x32-RGB-HE-roi.h5 --preset strong --epochs 20"
-    "   (README: 0.994 on the official test set)",
+    "   (README: 99.45 % on the official test set, mean of 3 seeds)",
 )
 
 
