@@ -50,7 +50,7 @@ from gtsrb_kit.store import (
     stored_recipe,
 )
 from gtsrb_kit.synth import MARKER as SYNTH_MARKER
-from gtsrb_kit.workers import ordered, process_pool
+from gtsrb_kit.workers import available_cores, ordered, process_pool
 
 __all__ = ["MODES", "DEFAULT_MODES", "DEFAULT_SIZES", "CookResult", "cook_dataset", "COOK_ALGORITHM"]
 
@@ -281,13 +281,6 @@ def _cook_files(variants: tuple[_Variant, ...], plan: SplitPlan, catalog: pd.Dat
 
 # --------------------------------------------------------------------------- public entry point
 
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class _Settings:
     scale: float
@@ -394,7 +387,7 @@ def cook_dataset(
     opts = _Settings(check_fraction("scale", scale, low_open=True, high_closed=True), int(seed),
                      check_fraction("val_fraction", val_fraction, low_open=False, high_closed=False),
                      bool(keep_test_duplicates))
-    workers = int(workers) if workers is not None else _available_cores()
+    workers = int(workers) if workers is not None else available_cores()
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)

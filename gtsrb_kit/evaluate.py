@@ -112,15 +112,14 @@ def split_scores(model: Any, data: str | Path, split: str = "test", batch_size: 
     Raises:
         DataError: missing/foreign file, or images that do not fit the model.
     """
-    from gtsrb_kit.store import load_split, read_info
+    from gtsrb_kit.store import class_names, load_split
 
-    info = read_info(data)
     x, y = load_split(data, split)
     expected = tuple(int(v) for v in model.input_shape[1:])
     if tuple(x.shape[1:]) != expected:
         raise DataError(f"{data}: images are {tuple(x.shape[1:])} but the model expects {expected}; "
                         "evaluate on a file cooked with the model's size and mode")
-    names = [str(n) for n in (info.get("class_names") or [])] or [str(i) for i in range(model.output_shape[-1])]
+    names = class_names(data) or [str(i) for i in range(model.output_shape[-1])]
     probs = predict_tta(model, x, batch_size) if tta else predict_probs(model, x, batch_size)
     return x, y, probs, names
 

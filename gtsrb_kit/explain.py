@@ -70,7 +70,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
     return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
-def _grid(x: np.ndarray, cams: np.ndarray, y: np.ndarray, probs: np.ndarray, rows: np.ndarray,
+def _grid(x: np.ndarray, cams: dict[int, np.ndarray], y: np.ndarray, probs: np.ndarray, rows: np.ndarray,
           names: list[str], out: Path, title: str) -> Path:
     images, labels = [], []
     for i in rows:
@@ -96,26 +96,21 @@ def explain(model_path: str | os.PathLike[str], data: str | os.PathLike[str], *,
     Returns:
         The content of ``explain.json``: the files written and the images shown.
     """
-    from gtsrb_kit.evaluate import load_model, predict_probs
-    from gtsrb_kit.store import class_names, load_split
+    from gtsrb_kit.evaluate import load_model, per_class_report, split_scores
 
     model = load_model(model_path)
-    x, y = load_split(data, split)
-    probs = predict_probs(model, x)
+    x, y, probs, names = split_scores(model, data, split)
     pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(pred != y)
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:count]
     # the lowest recalls among classes the model gets right at least once (there is something to show)
-    recall = np.array([np.mean(pred[y == c] == c) if np.any((y == c) & (pred == c)) else np.inf
-                       for c in range(probs.shape[1])])
-    weakest = [int(c) for c in np.argsort(recall, kind="stable")[:weak_classes] if np.isfinite(recall[c])]
+    recall = {r["class_id"]: r["recall"] for r in per_class_report(y, pred, names) if r["recall"] > 0}
+    weakest = sorted(recall, key=lambda c: (recall[c], c))[:weak_classes]
     right = [np.flatnonzero((y == c) & (pred == c))[: max(1, count // max(1, len(weakest)))] for c in weakest]
     weak_rows = np.concatenate(right).astype(int) if right else np.empty(0, int)
     shown = np.concatenate([worst, weak_rows]).astype(int)
-    cams = np.zeros((len(x), *x.shape[1:3]), np.float32)
-    cams[shown] = grad_cam(model, x[shown])
+    cams = dict(zip(shown.tolist(), grad_cam(model, x[shown])))
     out_dir = Path(out) if out is not None else Path(model_path).parent / "explain"
-    names = class_names(data)
     files = {
         "errors": str(_grid(x, cams, y, probs, worst, names, out_dir / ERRORS_PNG,
                             f"Grad-CAM of the {len(worst)} most confident mistakes ({len(wrong)} in all)")),
@@ -123,7 +118,7 @@ def explain(model_path: str | os.PathLike[str], data: str | os.PathLike[str], *,
                                   "Grad-CAM of correct images of the weakest classes: " + ", ".join(map(str, weakest)))),
     }
     result = {"model": str(model_path), "data": str(data), "split": split, "layer": last_conv_layer(model),
-              "errors": [int(i) for i in worst], "weak_classes": {str(c): round(float(recall[c]), 4) for c in weakest},
+              "errors": [int(i) for i in worst], "weak_classes": {str(c): round(recall[c], 4) for c in weakest},
               "weak_class_images": [int(i) for i in weak_rows], "files": files}
     write_json(out_dir / RESULT_FILE, result)
     return result

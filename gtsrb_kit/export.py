@@ -72,14 +72,13 @@ def input_spec(input_shape: Sequence[int]) -> dict[str, Any]:
 
 def _representative(data: Path, count: int = 256) -> Callable[[], Iterator[list[np.ndarray]]]:
     """Calibration images for int8 quantization: the first ``count`` training images of ``data``."""
-    from gtsrb_kit.store import load_split, read_info
+    from gtsrb_kit.store import SplitSource
 
-    available = int(((read_info(data).get("splits") or {}).get("train") or {}).get("count", 0))
-    x, _ = load_split(data, "train", indices=np.arange(min(count, available)), normalize=True)
+    source = SplitSource(data, "train", normalize=True)
 
     def gen() -> Iterator[list[np.ndarray]]:
-        for image in x:
-            yield [image[None]]
+        for i in range(min(count, len(source))):
+            yield [source[i][0][None]]
 
     return gen
 

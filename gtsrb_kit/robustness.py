@@ -23,7 +23,7 @@ import pandas as pd
 
 from gtsrb_kit.catalog import load_image, read_catalog
 from gtsrb_kit.corrupt import CHALLENGES, LEVELS, NUM_LEVELS, check_challenge, corrupt, image_key
-from gtsrb_kit.enhance import enhance, mode_channels
+from gtsrb_kit.enhance import enhance
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import write_json
 from gtsrb_kit.plotting import image_grid, pyplot, save_png
@@ -31,7 +31,7 @@ from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.runs import ROBUSTNESS_FILE
 from gtsrb_kit.split import check_fraction, scale_test
 from gtsrb_kit.store import SplitColumns, VariantWriter, chunk_rows, encode_chunk, enhanced_filename
-from gtsrb_kit.workers import ordered, process_pool
+from gtsrb_kit.workers import available_cores, ordered, process_pool
 
 RESULT_FILE = Path(ROBUSTNESS_FILE).name
 CURVES_PNG = "robustness.png"
@@ -74,8 +74,7 @@ def _inputs(task: _Task) -> dict[str, np.ndarray]:
 
 def test_images(root: str | os.PathLike[str], *, scale: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """The catalog's test rows used by the benchmark (a class-stratified ``scale`` share of them)."""
-    catalog = read_catalog(root)
-    test = catalog[catalog["split"] == "test"].reset_index(drop=True)
+    test = read_catalog(root, splits=("test",)).reset_index(drop=True)
     if test.empty:
         raise DataError(f"{root}: no test images; check --root (the benchmark uses the official test set)")
     rows = scale_test(test, check_fraction("scale", scale, low_open=True, high_closed=True), seed)
@@ -251,7 +250,7 @@ def run_robustness(
     chosen = tuple(dict.fromkeys(check_challenge(c) for c in challenges))
     pre = read_preprocessing(model)
     test = test_images(root, scale=scale, seed=seed)
-    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    workers = min(8, available_cores()) if workers is None else workers
     common = {"seed": seed, "challenges": chosen, "workers": workers, "batch_size": batch_size, "scale": scale,
               "progress": progress}
     correct = _correct_counts(model, pre, test, write=None if write is None else Path(write), **common)

@@ -353,9 +353,10 @@ def collect_runs(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             "model_mb": _mb(model_file) if model_file.is_file() else None,
             "dataset_path": str(data_path) if data_path else None,
             "metrics": f"{name}/{METRICS_FILE}" if metrics else None,
-            "recipe": _recipe(dataset, planned or {}, identity, metrics, config, settings),
+            "recipe": None,
             "error": run_problem(folder) if status == "failed" else None,
         })
+        rows[-1]["recipe"] = _recipe(rows[-1], settings)
     return rows
 
 
@@ -364,13 +365,12 @@ def _lowest_recall(metrics: dict[str, Any]) -> float | None:
     return min((r for r in recalls if r is not None), default=None)
 
 
-def _recipe(dataset: Any, *sources: dict[str, Any]) -> str:
+def _recipe(row: dict[str, Any], settings: dict[str, Any]) -> str:
     """What a run trained, except its seed: runs with the same recipe differ only by seed."""
-    *found, settings = sources
-    keys = ("model", "augment", "epochs", "batch_size")
-    recipe = {k: next((src[k] for src in found if src.get(k) is not None), None) for k in keys}
+    keys = ("dataset", "model", "augment", "epochs", "batch_size")
+    recipe = {k: row[k] for k in keys}
     recipe.update({k: v for k, v in settings.items() if k not in ("seed", *keys)})
-    return json.dumps({"dataset": dataset, **recipe}, sort_keys=True, default=str)
+    return json.dumps(recipe, sort_keys=True, default=str)
 
 
 def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

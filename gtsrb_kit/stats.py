@@ -19,7 +19,7 @@ from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import atomic_path, write_json
 from gtsrb_kit.plotting import image_grid, pyplot, save_png, wrap
 from gtsrb_kit.progress import ProgressCallback, report
-from gtsrb_kit.workers import ordered, process_pool
+from gtsrb_kit.workers import available_cores, ordered, process_pool
 
 #: Files :func:`write_stats` writes (plots only with ``plots=True``).
 DATA_FILES: tuple[str, ...] = ("stats.json", "classes.csv", "images.csv")
@@ -96,7 +96,7 @@ def measure_images(
     items = list(zip(paths, sizes or [None] * total))
     chunks = [items[i:i + _CHUNK] for i in range(0, total, _CHUNK)]
     if workers is None:
-        workers = min(8, os.cpu_count() or 1) if total >= _POOL_MIN_IMAGES else 1
+        workers = min(8, available_cores()) if total >= _POOL_MIN_IMAGES else 1
     results: list[tuple[np.ndarray, list[str], list[str]]] = []
     done = 0
     report(progress, "measuring images", 0, total)

@@ -26,6 +26,14 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 _worker_limits: contextlib.ExitStack | None = None
 
 
+def available_cores() -> int:
+    """The CPUs this process may run on (what SLURM or taskset gave it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """OpenCV and BLAS on one thread each: their threads cost more than they save on small arrays."""
