@@ -5,7 +5,8 @@ Usage::
     python benchmarks/bench_train.py DATA.h5 [--recipes gtsrb-kit,course] [--epochs 20] [--max-minutes M]
         [--targets 0.99,0.995] [--seed 0] [--course-best 0.991] [--out results.json]
         [--model vgg-bn] [--preset strong] [--batch-size 64] [--lr LR] [--lr-schedule cosine]
-        [--select val_accuracy] [--model-option width=8 ...]
+        [--select val_accuracy] [--mixed-precision auto] [--pipeline auto]
+        [--model-option width=8 ...]
 
 Recipes, trained one after the other in this process, on the same data and machine:
 
@@ -65,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kit.add_argument("--lr", type=float, default=None)
     kit.add_argument("--lr-schedule", default=None)
     kit.add_argument("--select", default="val_accuracy")
+    kit.add_argument("--mixed-precision", default="auto", help="auto, on, off or a Keras policy")
+    kit.add_argument("--pipeline", default="auto", help="auto, host or device")
     kit.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -130,6 +133,7 @@ def run_gtsrb_kit(args: argparse.Namespace, recorder: Any) -> dict[str, Any]:
         cfg = TrainConfig(args.data, model=args.model, augment=args.preset, epochs=args.epochs,
                           batch_size=args.batch_size, run_dir=Path(tmp) / "run", seed=args.seed,
                           learning_rate=args.lr, lr_schedule=args.lr_schedule, select=args.select, verbose=0,
+                          mixed_precision=args.mixed_precision, pipeline=args.pipeline,
                           model_options=_parse_options(args.model_option))
         metrics = run_training(cfg, callbacks=[recorder])
     return {"model": cfg.model, "model_options": cfg.model_options, "preset": args.preset,

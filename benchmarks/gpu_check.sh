@@ -21,5 +21,14 @@ if [ -z "$DATA" ]; then
   python -m gtsrb_kit cook --root "$WORK/raw" --out "$WORK" --size 32 --mode RGB >/dev/null
   DATA="$WORK/set-32x32-RGB.h5"
 fi
+if command -v nvidia-smi >/dev/null; then  # how busy the GPU is while the benchmark runs
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 > "$WORK/busy.txt" &
+  SAMPLER=$!
+fi
 python benchmarks/bench_train.py "$DATA" --epochs "$EPOCHS" --max-minutes "$MINUTES" \
   --out "${RESULTS:-$WORK/results.json}" 2> >(grep -v "node_def_util" >&2)
+if [ -n "${SAMPLER:-}" ]; then
+  kill "$SAMPLER"
+  # samples above 0 are the training part (start-up and data loading leave the GPU idle)
+  awk '$1 > 0 { n++; s += $1 } END { if (n) printf "GPU busy: %.0f %% of the time while training (%d samples of 250 ms)\n", s / n, n }' "$WORK/busy.txt"
+fi

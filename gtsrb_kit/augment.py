@@ -164,16 +164,24 @@ def _compiled(params: AugmentParams) -> Any:
     return low, high, tf.function(run, jit_compile=True)
 
 
-def _augment(images: Any, seed: Any, params: AugmentParams) -> Any:
-    """Augment a ``uint8`` NHWC batch (array or tensor) with the draws of ``seed``, an int64 pair."""
+def _augment(images: Any, seed: Any, params: AugmentParams, rows: tuple[Any, Any] | None = None) -> Any:
+    """Augment a ``uint8`` NHWC batch (array or tensor) with the draws of ``seed``, an int64 pair.
+
+    ``rows=(start, total)``: the images are rows ``start...`` of a batch of ``total`` and get those
+    rows' draws (a replica's share of a global batch).
+    """
     import tensorflow as tf
 
-    uniform_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    # philox everywhere: the same draws on the CPU, on a GPU and under XLA
+    uniform_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2, alg="philox"))
     low, high, run = _compiled(params)
     shape = tf.shape(images)
-    draws = low + tf.random.stateless_uniform([shape[0], len(_COLUMNS)], uniform_seed) * (high - low)
+    start, total = (tf.cast(v, tf.int32) for v in rows) if rows is not None else (0, shape[0])
+    draws = low + tf.random.stateless_uniform([total, len(_COLUMNS)], uniform_seed, alg="philox") * (high - low)
+    draws = draws[start:start + shape[0]]
     maps = _maps(dict(zip(_COLUMNS, tf.unstack(draws, axis=1))), *tf.unstack(tf.cast(shape[1:3], tf.float32)))
-    noise = tf.random.stateless_normal(shape, noise_seed) if params.noise_p else None
+    noise = (tf.random.stateless_normal(tf.concat([[total], shape[1:]], 0), noise_seed, alg="philox")
+             [start:start + shape[0]] if params.noise_p else None)
     return run(images, maps, draws, noise)
 
 
@@ -259,15 +267,22 @@ class Augmenter:
 
     __call__ = augment_numpy
 
-    def augment_tensor(self, images: Any, counter: Any) -> Any:
-        """Augment a ``uint8`` NHWC tensor inside a ``tf.data`` map (static shape kept)."""
+    def augment_tensor(self, images: Any, counter: Any, rows: tuple[Any, Any] | None = None) -> Any:
+        """Augment a ``uint8`` NHWC tensor in a ``tf.data`` map or a ``tf.function`` (static shape kept).
+
+        ``rows=(start, total)``: the images are rows ``start...`` of batch ``counter`` of ``total``
+        images and get what those rows would get (``tf`` path only).
+        """
         import tensorflow as tf
 
         if self.is_identity:
             return images
         if self.path == "tf":
             out = _augment(images, tf.stack([tf.constant(self.seed, tf.int64), tf.cast(counter, tf.int64)]),
-                           self.params)
+                           self.params, rows)
+        elif rows is not None:
+            raise ConfigError("an albumentations pipeline runs on the host, per batch; use the in-graph presets "
+                              "for a replica's share of a batch")
         else:
             out = tf.numpy_function(lambda x, k: self.augment_numpy(x, int(k)), [images, counter], tf.uint8,
                                     stateful=False)

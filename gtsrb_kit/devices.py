@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gtsrb_kit.errors import ConfigError
@@ -67,12 +68,26 @@ def _parse(devices: str | None, gpus: list[str], cpus: list[str]) -> list[str]:
     return chosen
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX, from ``/proc/cpuinfo``).
+
+    There mixed bfloat16 trains faster than float32 (``benchmarks/bench_levers.py``); elsewhere
+    bfloat16 is emulated and slower.
+    """
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def setup_devices(devices: str | None = None, mixed_precision: str = "auto") -> DeviceSetup:
     """Choose devices and a distribution strategy; set the Keras dtype policy.
 
     Args:
         devices: See the module docstring.
-        mixed_precision: ``auto`` (mixed ``float16`` on GPUs, ``float32`` on CPUs), ``on``/``off``,
+        mixed_precision: ``auto`` (mixed ``float16`` on GPUs, mixed ``bfloat16`` on CPUs for which
+            :func:`cpu_has_bfloat16`, else ``float32``), ``on``/``off``,
             or a Keras policy name (``mixed_float16``, ``mixed_bfloat16``, ``float32``).
 
     Returns:
@@ -88,7 +103,7 @@ def setup_devices(devices: str | None = None, mixed_precision: str = "auto") -> 
     on_gpu = any("GPU" in d.upper() for d in chosen)
     mp = (mixed_precision or "auto").lower()
     if mp == "auto":
-        policy = "mixed_float16" if on_gpu else "float32"
+        policy = "mixed_float16" if on_gpu else ("mixed_bfloat16" if cpu_has_bfloat16() else "float32")
     elif mp in ("on", "true", "yes"):
         policy = "mixed_float16" if on_gpu else "mixed_bfloat16"
     elif mp in ("off", "false", "no"):

@@ -45,17 +45,21 @@ def read_preprocessing(model_path: str | Path) -> dict[str, Any]:
 
 
 def load_model(model_path: str | Path) -> Any:
-    """Load a ``.keras`` model, with a one-line error for unreadable files."""
+    """Load a ``.keras`` model to compute in float32 (:func:`~gtsrb_kit.models.as_float32`), with a
+    one-line error for unreadable files."""
     import keras
+
+    from gtsrb_kit.models import as_float32
 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise DataError(f"{model_path}: {_NO_MODEL}")
     try:
-        return keras.models.load_model(model_path)
+        model = keras.models.load_model(model_path)
     except Exception as exc:  # keras raises ValueError/OSError/zip errors
         raise DataError(f"{model_path}: not a loadable Keras model ({type(exc).__name__}); "
                         "pass a .keras file written by gtsrb-kit train") from None
+    return as_float32(model)
 
 
 def predict_probs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -247,3 +247,33 @@ def _assemble(name: str, body: Any, shape: tuple[int, int, int], num_classes: in
 def count_params(name: str, input_shape: tuple[int, int, int] = (48, 48, 3), num_classes: int = NUM_CLASSES) -> int:
     """Number of parameters of a registered model for a given input shape."""
     return int(build_model(name, input_shape, num_classes).count_params())
+
+
+_MIXED = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+
+
+def _float32_config(obj: Any) -> Any:
+    """A model config with every layer policy and recorded tensor dtype of mixed precision made float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "DTypePolicy" and obj.get("config", {}).get("name") in _MIXED:
+            return {**obj, "config": {**obj["config"], "name": "float32"}}
+        return {k: ("float32" if k == "dtype" and v in _MIXED else _float32_config(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
+
+
+def as_float32(model: Any) -> Any:
+    """``model`` computing in float32: the same weights without the casts of mixed precision.
+
+    Mixed-precision training keeps float32 weights, so nothing is lost; the kept model then runs
+    (and exports to ONNX and LiteRT) on any device, also one without fast float16 or bfloat16.
+    Returns ``model`` itself when it already computes in float32.
+    """
+    import keras
+
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    clone = keras.Model.from_config(_float32_config(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone

@@ -535,6 +535,15 @@ def tf_dataset(
                          num_classes=num_classes, repeat=repeat, initial_epoch=initial_epoch)
 
 
+def epoch_order(n: int, seed: int, epoch: Any) -> Any:
+    """The shuffled order of epoch ``epoch`` of a split of ``n`` images: a permutation drawn from ``(seed, epoch)``."""
+    import tensorflow as tf
+
+    keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
+                                       alg="philox")
+    return tf.argsort(keys)
+
+
 def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 64, shuffle: bool = False,
                   seed: int = 0, prefetch: bool = True, normalize: bool = True, drop_remainder: bool = False,
                   augmenter: Any = None, num_classes: int | None = None, repeat: bool = False,
@@ -549,11 +558,7 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int
     images, labels = tf.constant(x), tf.constant(np.asarray(y, dtype=np.int32))
 
     def epoch_batches(epoch: Any) -> Any:
-        if shuffle:
-            keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-            order = tf.argsort(keys)
-        else:
-            order = tf.range(n)
+        order = epoch_order(n, seed, epoch) if shuffle else tf.range(n)
         counters = tf.data.Dataset.range(steps).map(lambda b: epoch * steps + b)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
         return tf.data.Dataset.zip((counters, batches))
@@ -576,6 +581,68 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int
     if not repeat:  # the generator hides the length from Keras
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+
+
+class DeviceBatches:
+    """Training batches made in-graph from a copy of the split held on the device (no host work per step).
+
+    ``batches(k)`` inside a ``tf.function`` (the training step) gives batch ``k`` of the run, equal to
+    batch ``k`` of ``array_dataset(x, y, shuffle=True, seed=seed, augmenter=augmenter,
+    num_classes=num_classes, repeat=True, drop_remainder=True)``: only full batches, so an epoch is
+    ``steps = len(x) // batch_size`` batches. ``batches(k, replica)`` is replica ``replica``'s share
+    of it when ``replicas`` devices split each batch. Create it inside the distribution strategy's
+    scope: the images become a variable copied to each device once.
+
+    Args:
+        x, y: The split (``uint8`` NHWC, class ids).
+        batch_size: Images per (global) batch; a multiple of ``replicas``.
+        seed: Seed of the shuffles and of the augmentation draws.
+        augmenter: An :class:`~gtsrb_kit.augment.Augmenter` on the in-graph (``tf``) path, or None.
+        num_classes: One-hot ``float32`` labels of this many classes (else ``int64`` ids).
+        replicas: Devices that share each batch.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0, augmenter: Any = None,
+                 num_classes: int | None = None, replicas: int = 1) -> None:
+        import tensorflow as tf
+
+        if not 1 <= batch_size <= len(x):
+            raise ConfigError(f"batch size {batch_size} needs 1 to {len(x)} images per batch; choose a smaller one")
+        if batch_size % replicas:
+            raise ConfigError(f"batch size {batch_size} does not split over {replicas} devices; use a multiple of "
+                              f"{replicas}")
+        if augmenter is not None and not augmenter.is_identity and augmenter.path != "tf":
+            raise ConfigError("the device pipeline augments in-graph and cannot run an albumentations pipeline; "
+                              "use a preset or --pipeline host")
+        self.n, self.batch_size, self.seed, self.replicas = len(x), int(batch_size), int(seed), int(replicas)
+        self.steps, self.augmenter, self.num_classes = self.n // self.batch_size, augmenter, num_classes
+        self.images = tf.Variable(np.asarray(x, np.uint8), trainable=False, name="device_images")
+        self.labels = tf.Variable(np.asarray(y, np.int32), trainable=False, name="device_labels")
+
+    def __call__(self, k: Any, replica: Any = 0) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        k = tf.cast(tf.reshape(k, []), tf.int64)
+        share = self.batch_size // self.replicas
+        start = tf.cast(replica, tf.int64) * share
+        order = epoch_order(self.n, self.seed, k // self.steps)
+        idx = tf.slice(order, tf.reshape(tf.cast((k % self.steps) * self.batch_size + start, tf.int32), [1]), [share])
+        xb, yb = tf.gather(self.images, idx), tf.gather(self.labels, idx)
+        if self.augmenter is not None:
+            xb = self.augmenter.augment_tensor(xb, k, rows=(start, self.batch_size))
+        xb = tf.cast(xb, tf.float32) / 255.0
+        return xb, (tf.one_hot(yb, self.num_classes) if self.num_classes else tf.cast(yb, tf.int64))
+
+    def counters(self, initial_epoch: int = 0) -> Any:
+        """The endless ``tf.data`` dataset of batch numbers from ``initial_epoch`` on, one per replica.
+
+        Each element is ``replicas`` copies of ``k``, so that a distribution strategy hands every
+        replica the number of the batch it shares.
+        """
+        import tensorflow as tf
+
+        first = initial_epoch * self.steps * self.replicas
+        return tf.data.Dataset.range(first, 2**50).batch(self.replicas).map(lambda v: v // self.replicas)
 
 
 class SplitSource:

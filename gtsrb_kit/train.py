@@ -29,6 +29,10 @@ from gtsrb_kit.runs import (
 )
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "onecycle")
+#: Where training batches are made: ``host`` (a ``tf.data`` pipeline on the CPU), ``device`` (the
+#: split held on the training device, batches gathered and augmented inside the training step,
+#: :class:`gtsrb_kit.store.DeviceBatches`), ``auto`` (``device`` on GPUs, ``host`` on the CPU).
+PIPELINES: tuple[str, ...] = ("auto", "host", "device")
 DEFAULT_SCHEDULE = "cosine"
 # arguments that may differ between a run and its resumption
 _RESUME_FREE = {"verbose", "devices", "mixed_precision", "early_stopping", "resume"}
@@ -190,6 +194,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     model_options: dict[str, Any] = field(default_factory=dict)
     select: str = "val_accuracy"
+    pipeline: str = "auto"
 
     def __post_init__(self) -> None:
         self.data = Path(self.data) if self.data is not None else default_data_file()
@@ -205,6 +210,8 @@ class TrainConfig:
         self.lr_schedule = self.lr_schedule or DEFAULT_SCHEDULE
         if self.select not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.select!r}; use one of {', '.join(SELECTIONS)}")
+        if self.pipeline not in PIPELINES:
+            raise ConfigError(f"unknown pipeline {self.pipeline!r}; use one of {', '.join(PIPELINES)}")
         if self.early_stopping is not None and int(self.early_stopping) < 1:
             raise ConfigError(f"early stopping patience must be at least 1 epoch, got {self.early_stopping}")
 
@@ -293,20 +300,66 @@ def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> t
     return net, state
 
 
+def resolve_pipeline(pipeline: str, gpu: bool, augmenter: Any) -> str:
+    """The pipeline (``host`` or ``device``) that ``pipeline`` of :data:`PIPELINES` names here."""
+    if pipeline == "device" and not augmenter.is_identity and augmenter.path != "tf":
+        raise ConfigError("--pipeline device augments in-graph and cannot run an albumentations pipeline; "
+                          "use a preset or --pipeline host")
+    if pipeline == "auto":
+        return "device" if gpu and (augmenter.is_identity or augmenter.path == "tf") else "host"
+    return pipeline
+
+
+def steps_per_epoch(count: int, batch_size: int, pipeline: str) -> int:
+    """Batches per epoch: the device pipeline makes full batches only."""
+    if pipeline == "device" and count < batch_size:
+        raise ConfigError(f"batch size {batch_size}: the device pipeline makes full batches only and the training "
+                          f"split has {count} images; choose a batch size of at most {count}")
+    return count // batch_size if pipeline == "device" else math.ceil(count / batch_size)
+
+
+def _train_from_device(cfg: TrainConfig, net: Any, augmenter: Any, classes: int, initial_epoch: int) -> Any:
+    """Make ``net``'s training step build its own batch; returns the dataset of batch numbers to fit on."""
+    import tensorflow as tf
+
+    from gtsrb_kit.store import DeviceBatches, load_split
+
+    x, y = load_split(cfg.data, "train")
+    strategy = net.distribute_strategy
+    with strategy.scope():
+        batches = DeviceBatches(x, y, batch_size=cfg.batch_size, seed=cfg.seed, augmenter=augmenter,
+                                num_classes=classes, replicas=strategy.num_replicas_in_sync)
+    # Keras builds its metrics from a sample of the fit data, here batch numbers: show it a batch's shapes
+    share = cfg.batch_size // batches.replicas
+    net.test_on_batch(np.zeros((share, *x.shape[1:]), np.float32), np.zeros((share, classes), np.float32))
+    keras_step = net.train_step
+
+    def train_step(k: Any) -> Any:
+        return keras_step(batches(k, tf.distribute.get_replica_context().replica_id_in_sync_group))
+
+    # an attribute of this instance, not a subclass: the saved model stays the plain bundled one
+    net.train_step = train_step
+    return batches.counters(initial_epoch)
+
+
 def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[str, Any], augmenter: Any,
-         steps: int, progress: ProgressCallback | None, extra: Sequence[Any] = ()) -> None:
-    """Train from the state's next epoch to ``cfg.epochs`` (or the early stop); ``extra`` callbacks run last."""
+         steps: int, pipeline: str, hooks: tuple[ProgressCallback | None, Sequence[Any]]) -> None:
+    """Train from the state's next epoch to ``cfg.epochs`` (or the early stop); ``hooks``: progress, extra callbacks."""
     import keras
 
     from gtsrb_kit.store import tf_dataset
 
+    progress, extra = hooks
     initial_epoch = int(state["epochs_completed"])
     if initial_epoch >= cfg.epochs or state.get("stopped_early"):
         return
     run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
     classes = len(preprocessing["class_names"])
-    ds_train = tf_dataset(cfg.data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
+    if pipeline == "device":
+        ds_train = _train_from_device(cfg, net, augmenter, classes, initial_epoch)
+    else:
+        ds_train = tf_dataset(cfg.data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                              augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
     ds_val = tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size), num_classes=classes)
     callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs, select=cfg.select,
                                       early_stopping=cfg.early_stopping, progress=progress), *extra]
@@ -344,6 +397,7 @@ def _final_metrics(cfg: TrainConfig, data: _Data, state: dict[str, Any], test: t
         "augment": augmenter.preset, "augment_path": augmenter.path_for(data.input_shape),
         "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
         "devices": runtime["devices"], "replicas": runtime["replicas"], "mixed_precision": runtime["policy"],
+        "pipeline": runtime["pipeline"],
         "versions": versions(), "per_class": per_class_report(y_test, y_pred, data.class_names),
     }
 
@@ -370,6 +424,7 @@ def train(
     weight_decay: float = 1e-4,
     model_options: dict[str, Any] | None = None,
     select: str = "val_accuracy",
+    pipeline: str = "auto",
     callbacks: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a cooked file, keep the best validation checkpoint, test it once.
@@ -393,7 +448,8 @@ def train(
             ``verbose`` (Keras ``fit``); ``augment_path`` (see :mod:`gtsrb_kit.augment`);
             ``label_smoothing``; ``weight_decay``; ``model_options`` (builder options, e.g.
             ``{"width": 16}``); ``select`` (the validation score that picks ``best.keras``:
-            ``val_accuracy`` or ``val_loss``, see :data:`SELECTIONS`).
+            ``val_accuracy`` or ``val_loss``, see :data:`SELECTIONS`); ``pipeline`` (where batches
+            are made, see :data:`PIPELINES`).
 
     Returns:
         The metrics dict, also written to ``run_dir/metrics.json``.
@@ -436,9 +492,10 @@ def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None,
     setup = setup_devices(cfg.devices, cfg.mixed_precision)
     if not setup.gpu:
         tf.config.experimental.enable_op_determinism()
-    config["runtime"] = {"devices": setup.devices, "replicas": setup.replicas,
+    pipeline = resolve_pipeline(cfg.pipeline, setup.gpu, augmenter)
+    config["runtime"] = {"devices": setup.devices, "replicas": setup.replicas, "pipeline": pipeline,
                          "policy": keras.mixed_precision.global_policy().name, "jit_compile": setup.jit_compile}
-    steps = math.ceil(data.counts["train"] / cfg.batch_size)
+    steps = steps_per_epoch(data.counts["train"], cfg.batch_size, pipeline)
     try:
         net, state = _build_or_resume(cfg, data, setup, steps)
         with run_lock(run_dir):
@@ -459,7 +516,7 @@ def _train_and_test(cfg: TrainConfig, data: _Data, model: tuple[Any, dict[str, A
     run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
     net, state = model
     initial_epoch = int(state["epochs_completed"])
-    _fit(cfg, net, state, config["preprocessing"], augmenter, steps, *hooks)
+    _fit(cfg, net, state, config["preprocessing"], augmenter, steps, config["runtime"]["pipeline"], hooks)
     seconds = time.perf_counter() - started
     _, y_test, probs, _ = split_scores(load_model(run_dir / BEST_FILE), cfg.data, "test", max(256, cfg.batch_size))
     write_history(run_dir, state["history"])

@@ -154,3 +154,31 @@ def test_int8_quantization(run: Path, exports: dict[str, dict]) -> None:
     assert Path(result["path"]).name == "best.int8.tflite"
     assert result["bytes"] < exports["litert"]["bytes"] / 2
     assert result["parity"]["images"] == exports["litert"]["parity"]["images"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_models_export(run: Path, tmp_path: Path, policy: str) -> None:
+    """A model trained with mixed precision (bfloat16 on CPUs, float16 on GPUs) loads, evaluates and exports
+    in float32; without that, ONNX rejects its graph and LiteRT its casts."""
+    import keras
+
+    from gtsrb_kit.evaluate import load_model
+    from gtsrb_kit.export import export_model
+    from gtsrb_kit.models import build_model
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = build_model("vgg-bn", (24, 24, 3), 43, width=8)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(load_model(run / "best.keras").get_weights())
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("config.json", "metrics.json"):
+        (folder / name).write_bytes((run / name).read_bytes())
+    mixed.save(folder / "best.keras")
+    loaded = load_model(folder / "best.keras")
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    for fmt in ("onnx", "litert"):
+        result = export_model(folder / "best.keras", fmt)
+        assert result["parity"]["same_class"] == result["parity"]["images"], fmt

@@ -134,17 +134,18 @@ def progress(description, done, total):
         time.sleep(600)  # stand-in for a long second epoch: the test kills us here
 
 train(sys.argv[1], model="vgg-bn", augment="fidle", epochs=3, batch_size=64, run_dir=sys.argv[2], seed=1,
-      verbose=0, progress=progress, devices="cpu:0,1", model_options={"width": 8})
+      verbose=0, progress=progress, devices="cpu:0,1", pipeline=sys.argv[3], model_options={"width": 8})
 """
 
 
 @pytest.mark.slow
-def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", ["host", "device"])
+def test_resume_after_kill(cooked: Path, tmp_path: Path, pipeline: str) -> None:
     """Kill a run (on two logical CPU devices) after epoch 1; resume continues at epoch 2."""
     from gtsrb_kit.train import train
 
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(cooked), str(run_dir)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(cooked), str(run_dir), pipeline], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         line = proc.stdout.readline()
@@ -159,11 +160,13 @@ def test_resume_after_kill(cooked: Path, tmp_path: Path) -> None:
     assert before["epochs_completed"] == 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["runtime"]["replicas"] == 2 and len(config["runtime"]["devices"]) == 2
+    assert config["runtime"]["pipeline"] == pipeline
     assert not list(run_dir.glob("*.tmp*")), "a half-written file was left behind"
 
     epochs_run: list[int] = []
     metrics = train(cooked, model="vgg-bn", augment="fidle", epochs=3, batch_size=64, run_dir=run_dir, seed=1,
-                    verbose=0, resume=True, model_options=TINY, progress=lambda d, done, t: epochs_run.append(done))
+                    verbose=0, resume=True, model_options=TINY, pipeline=pipeline,
+                    progress=lambda d, done, t: epochs_run.append(done))
     assert epochs_run == [1, 2, 3]  # starts after epoch 1, runs 2 and 3
     assert metrics["epochs_completed"] == 3 and metrics["resumed_from_epoch"] == 1
     history = json.loads((run_dir / "history.json").read_text())
@@ -310,3 +313,23 @@ def test_extra_callbacks_see_every_epoch(cooked: Path, tmp_path: Path) -> None:
     assert [(e, done) for e, done, _ in seen] == [(0, 1), (1, 2)]
     assert all({"loss", "val_accuracy"} <= keys for _, _, keys in seen)
     assert "callbacks" not in json.loads((tmp_path / "r" / "config.json").read_text())["args"]
+
+
+@pytest.mark.parametrize(("native", "policy"), [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_precision_on_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool, policy: str) -> None:
+    """auto: bfloat16 where the CPU computes it natively, float32 where it would be emulated."""
+    import keras
+
+    import gtsrb_kit.devices as devices
+
+    real = devices.cpu_has_bfloat16
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: native)
+    try:
+        setup = devices.setup_devices("cpu", "auto")
+        assert keras.mixed_precision.global_policy().name == policy and setup.mixed_precision == native
+        devices.setup_devices("cpu", "off")
+        assert keras.mixed_precision.global_policy().name == "float32"
+    finally:
+        devices.reset_policy()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert real() == (" avx512_bf16" in flags or " amx_bf16" in flags)

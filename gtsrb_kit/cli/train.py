@@ -70,7 +70,11 @@ def train_command(
                                                        show_default=False)] = None,
     devices: Annotated[str | None, typer.Option("--devices", help="auto (all GPUs, else CPU), cpu, gpu, "
                                                 "gpu:0,1 ...", show_default=False)] = None,
-    mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="auto (on for GPUs), on, off.")] = "auto",
+    mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="auto (float16 on GPUs, bfloat16 on "
+                                                 "CPUs with AVX512-BF16 or AMX), on, off.")] = "auto",
+    pipeline: Annotated[str, typer.Option("--pipeline", help="Where batches are made: host (tf.data), device "
+                                          "(the split kept on the device, batches made in the training step) or "
+                                          "auto (device on GPUs).")] = "auto",
     model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Builder option KEY=VALUE of "
                                                            "the model (e.g. width=16 for vgg-bn); repeatable.",
                                                            show_default=False)] = None,
@@ -91,7 +95,7 @@ def train_command(
         data if data is not None else default_data_file(), model=model or DEFAULT_MODEL, augment=chosen,
         epochs=epochs, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
         learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
-        select=select,
+        select=select, pipeline=pipeline,
         mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
         augment_path=augment_path, model_options=_parse_options(model_option or []),
     )
