@@ -1,12 +1,12 @@
-"""Training throughput of the speed levers: batch size, pipeline, bfloat16, XLA, oneDNN, threads.
+"""Training throughput of the speed levers: batch size, pipeline, bfloat16, XLA, oneDNN, augmentation.
 
 Usage::
 
     python benchmarks/bench_levers.py DATA.h5 [--levers base,device,batch128,...] [--images 7680]
-        [--warmup 15] [--model vgg-bn] [--preset strong] [--out results.json]
+        [--warmup 15] [--model vgg-bn] [--preset strong] [--model-option KEY=VALUE] [--out results.json]
 
 Each lever is :func:`gtsrb_kit.train.train` as ``gtsrb-kit train`` runs it (``--preset`` augmentation,
-AdamW, the cosine schedule), changed in one setting, in a fresh process of its own (environment
+AdamW, the cosine schedule) in float32 with the host pipeline (``base``), changed in one setting, in a fresh process of its own (environment
 variables such as ``TF_ENABLE_ONEDNN_OPTS`` act at TensorFlow's start). The time of the training steps of
 ``--images`` images after ``--warmup`` steps (tracing, first allocations) gives images/s; the run then
 stops. Printed (Markdown) and written to ``--out`` (JSON): images/s per lever and its ratio to
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=15, help="steps before the timing starts")
     p.add_argument("--model", default="vgg-bn")
     p.add_argument("--preset", default="strong")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one lever in this process
     args = p.parse_args(argv)
@@ -84,13 +85,16 @@ def make_timer(warmup: int, steps: int) -> Any:
 def run_one(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """Train with lever ``name`` in this process until the timer stops it; its images/s."""
     import gtsrb_kit.devices as devices
+    from gtsrb_kit.cli.train import _parse_options
     from gtsrb_kit.train import train
 
     changes, _, xla = LEVERS[name]
     if xla:  # not a user option: this measures whether it should become one
         setup = devices.setup_devices
         devices.setup_devices = lambda *a, **kw: dataclasses.replace(setup(*a, **kw), jit_compile=True)
-    settings = {"model": args.model, "augment": args.preset, "batch_size": 64, "epochs": 1, "verbose": 0, **changes}
+    settings = {"model": args.model, "augment": args.preset, "batch_size": 64, "epochs": 1, "verbose": 0,
+                "mixed_precision": "off", "pipeline": "host", "model_options": _parse_options(args.model_option),
+                **changes}
     steps = max(1, args.images // int(settings["batch_size"]))
     timer = make_timer(args.warmup, steps)
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +113,8 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name in args.levers:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **LEVERS[name][1]}
         cmd = [sys.executable, __file__, str(args.data), "--one", name, "--images", str(args.images),
-               "--warmup", str(args.warmup), "--model", args.model, "--preset", args.preset]
+               "--warmup", str(args.warmup), "--model", args.model, "--preset", args.preset,
+               *(f"--model-option={option}" for option in args.model_option)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: lever {name} failed:\n{done.stderr[-3000:]}")

@@ -54,3 +54,22 @@ def test_bench_train_time_limit_and_targets(tiny: Path, monkeypatch: pytest.Monk
     recipe = results["recipes"]["course"]
     assert len(recipe["epochs"]) == 1 and results["comparison"] is None
     assert recipe["summary"]["time_to"] == {"0": recipe["epochs"][0]["train_seconds"], "1.01": None}
+
+
+def test_bench_levers(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture) -> None:
+    """Each lever in its own process, images/s and the ratio to base, printed and in JSON."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = importlib.import_module("bench_levers")
+    out = tmp_path / "levers.json"
+    bench.main([str(tiny), "--levers", "base,device,bfloat16", "--images", "128", "--warmup", "1",
+                "--model-option", "width=8", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "| base | batch 64, float32, host pipeline |" in printed and "| 1.00x |" in printed
+    rows = json.loads(out.read_text())
+    assert [r["lever"] for r in rows] == ["base", "device", "bfloat16"]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert rows[1]["settings"]["pipeline"] == "device" and rows[2]["settings"]["mixed_precision"] == "mixed_bfloat16"
+    assert rows[0]["settings"]["model_options"] == {"width": 8}
+    with pytest.raises(SystemExit):
+        bench.main([str(tiny), "--levers", "base,warp"])

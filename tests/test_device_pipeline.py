@@ -140,3 +140,27 @@ def test_cli_pipeline_option(cooked: Path, tmp_path: Path) -> None:
                              "--run-dir", str(tmp_path / "x")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == ["error: unknown pipeline 'tpu'; use one of auto, host, device"]
+
+
+@pytest.mark.parametrize("pipeline", ["host", "device"])
+def test_several_steps_per_call_train_the_same(cooked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              pipeline: str) -> None:
+    """The GPU setting (several steps per call into the compiled step), forced on the CPU: the same run."""
+    import gtsrb_kit.train as train_module
+
+    def run(name: str) -> list[float]:
+        train_module.train(cooked, model="vgg-bn", augment="strong", epochs=2, batch_size=64, run_dir=tmp_path / name,
+                           seed=0, verbose=0, pipeline=pipeline, model_options=TINY)
+        return [row["loss"] for row in json.loads((tmp_path / name / "history.json").read_text())]
+
+    real = train_module.steps_per_execution
+    assert real(490, gpu=True) == 14 and real(491, gpu=True) == 1 and real(490, gpu=False) == 1
+    one = run("one")
+    chosen = []
+
+    def several(steps: int, gpu: bool) -> int:
+        chosen.append(max(d for d in (1, 2, 3, 4, 5) if steps % d == 0))
+        return chosen[-1]
+
+    monkeypatch.setattr(train_module, "steps_per_execution", several)
+    assert run("several") == one and chosen[0] > 1
