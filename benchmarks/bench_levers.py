@@ -3,15 +3,18 @@
 Usage::
 
     python benchmarks/bench_levers.py DATA.h5 [--levers base,device,batch128,...] [--images 7680]
-        [--warmup 15] [--model vgg-bn] [--preset strong] [--model-option KEY=VALUE] [--out results.json]
+        [--warmup 15] [--rounds 1] [--model vgg-bn] [--preset strong] [--model-option KEY=VALUE]
+        [--out results.json]
 
-Each lever is :func:`gtsrb_kit.train.train` as ``gtsrb-kit train`` runs it (``--preset`` augmentation,
-AdamW, the cosine schedule) in float32 with the host pipeline (``base``), changed in one setting, in a fresh process of its own (environment
-variables such as ``TF_ENABLE_ONEDNN_OPTS`` act at TensorFlow's start). The time of the training steps of
-``--images`` images after ``--warmup`` steps (tracing, first allocations) gives images/s; the run then
-stops. Printed (Markdown) and written to ``--out`` (JSON): images/s per lever and its ratio to
-``base``, all measured in this one run on this machine. Accuracy is not measured here: a lever that
-is faster must still hold accuracy (``benchmarks/bench_train.py``).
+Each lever is :func:`gtsrb_kit.train.train` as ``gtsrb-kit train`` runs it (``--preset``
+augmentation, AdamW, the cosine schedule) in float32 with the host pipeline (``base``), changed in
+one setting, in a fresh process of its own (environment variables such as ``TF_ENABLE_ONEDNN_OPTS``
+act at TensorFlow's start). The time of the training steps of ``--images`` images after ``--warmup``
+steps (tracing, first allocations) gives images/s; the run then stops. ``--rounds`` passes over the
+levers, one after the other, spread the machine's drift over all of them. Printed (Markdown) and
+written to ``--out`` (JSON): per lever the median images/s over the rounds, their range and the
+ratio to ``base``, all measured in this one run. Accuracy is not measured here: a lever that is
+faster must still hold accuracy (``benchmarks/bench_train.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: lever name -> (changes to the ``train`` arguments, environment variables, XLA on the CPU)
 LEVERS: dict[str, tuple[dict[str, Any], dict[str, str], bool]] = {
@@ -48,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of: {', '.join(LEVERS)}")
     p.add_argument("--images", type=int, default=7680, help="images of the timed training steps per lever")
     p.add_argument("--warmup", type=int, default=15, help="steps before the timing starts")
+    p.add_argument("--rounds", type=int, default=1, help="passes over the levers, interleaved (median kept)")
     p.add_argument("--model", default="vgg-bn")
     p.add_argument("--preset", default="strong")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
@@ -107,19 +113,30 @@ def run_one(args: argparse.Namespace, name: str) -> dict[str, Any]:
             "settings": {k: v for k, v in settings.items() if k != "verbose"}, "xla": xla}
 
 
+def run_lever(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """One lever in a fresh process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **LEVERS[name][1]}
+    cmd = [sys.executable, __file__, str(args.data), "--one", name, "--images", str(args.images),
+           "--warmup", str(args.warmup), "--model", args.model, "--preset", args.preset,
+           *(f"--model-option={option}" for option in args.model_option)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: lever {name} failed:\n{done.stderr[-3000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{name}: {row['images_per_s']:,.0f} images/s", file=sys.stderr, flush=True)
+    return row
+
+
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each lever in a fresh process, one after the other."""
+    """Every lever once per round, the rounds one after the other; per lever the median round and the range."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.levers}
+    for _ in range(max(1, args.rounds)):
+        for name in args.levers:
+            runs[name].append(run_lever(args, name))
     rows = []
-    for name in args.levers:
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **LEVERS[name][1]}
-        cmd = [sys.executable, __file__, str(args.data), "--one", name, "--images", str(args.images),
-               "--warmup", str(args.warmup), "--model", args.model, "--preset", args.preset,
-               *(f"--model-option={option}" for option in args.model_option)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"error: lever {name} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{name}: {rows[-1]['images_per_s']:,.0f} images/s", file=sys.stderr, flush=True)
+    for name, results in runs.items():
+        speeds = sorted(r["images_per_s"] for r in results)
+        rows.append({**results[0], "images_per_s": float(np.median(speeds)), "rounds": speeds})
     return rows
 
 
@@ -132,11 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     base = next((r["images_per_s"] for r in rows if r["lever"] == "base"), None)
     print(f"\n{args.data.name}, model {args.model}, preset {args.preset}; {args.images} images after {args.warmup} steps; "
           f"{len(os.sched_getaffinity(0))} cores\n")
-    print("| lever | settings | images/s | vs base |\n| --- | --- | ---: | ---: |")
+    print("| lever | settings | images/s | rounds | vs base |\n| --- | --- | ---: | ---: | ---: |")
     for r in rows:
         changed = {**LEVERS[r["lever"]][0], **({"xla": True} if r["xla"] else {}), **LEVERS[r["lever"]][1]}
         ratio = f"{r['images_per_s'] / base:.2f}x" if base else "-"
-        print(f"| {r['lever']} | {changed or 'batch 64, float32, host pipeline'} | {r['images_per_s']:,.0f} | {ratio} |")
+        spread = "-".join(f"{v:,.0f}" for v in (r["rounds"][0], r["rounds"][-1]))
+        print(f"| {r['lever']} | {changed or 'batch 64, float32, host pipeline'} | {r['images_per_s']:,.0f} | {spread} "
+              f"| {ratio} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_train.py DATA.h5 [--recipes gtsrb-kit,course] [--epochs 20] [--max-minutes M]
-        [--targets 0.99,0.995] [--seed 0] [--course-best 0.991] [--out results.json]
+        [--targets 0.99,0.995] [--seed 0] [--course-best 0.991] [--out results.json] [--keep RUN_DIR]
         [--model vgg-bn] [--preset strong] [--batch-size 64] [--lr LR] [--lr-schedule cosine]
         [--select val_accuracy] [--mixed-precision auto] [--pipeline auto]
         [--model-option width=8 ...]
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--course-best", type=float, default=0.991, help="the course's best test accuracy")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--keep", type=Path, help="keep gtsrb-kit's run folder here (a new folder; default: a "
+                   "temporary one, removed), e.g. for a committee")
     kit = p.add_argument_group("gtsrb-kit recipe (as gtsrb-kit train)")
     kit.add_argument("--model", default="vgg-bn")
     kit.add_argument("--preset", default="strong")
@@ -131,7 +133,7 @@ def run_gtsrb_kit(args: argparse.Namespace, recorder: Any) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         cfg = TrainConfig(args.data, model=args.model, augment=args.preset, epochs=args.epochs,
-                          batch_size=args.batch_size, run_dir=Path(tmp) / "run", seed=args.seed,
+                          batch_size=args.batch_size, run_dir=args.keep or Path(tmp) / "run", seed=args.seed,
                           learning_rate=args.lr, lr_schedule=args.lr_schedule, select=args.select, verbose=0,
                           mixed_precision=args.mixed_precision, pipeline=args.pipeline,
                           model_options=_parse_options(args.model_option))

@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "open_enhanced": "gtsrb_kit.store",
     "tf_dataset": "gtsrb_kit.store",
     "SplitSource": "gtsrb_kit.store",
+    "DeviceBatches": "gtsrb_kit.store",
     # augmentation, models, training, evaluation
     "make_augmenter": "gtsrb_kit.augment",
     "albumentations_pipeline": "gtsrb_kit.augment",

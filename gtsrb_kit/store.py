@@ -611,13 +611,23 @@ class DeviceBatches:
         if batch_size % replicas:
             raise ConfigError(f"batch size {batch_size} does not split over {replicas} devices; use a multiple of "
                               f"{replicas}")
-        if augmenter is not None and not augmenter.is_identity and augmenter.path != "tf":
-            raise ConfigError("the device pipeline augments in-graph and cannot run an albumentations pipeline; "
-                              "use a preset or --pipeline host")
+        self.check_augmenter(augmenter)
         self.n, self.batch_size, self.seed, self.replicas = len(x), int(batch_size), int(seed), int(replicas)
         self.steps, self.augmenter, self.num_classes = self.n // self.batch_size, augmenter, num_classes
         self.images = tf.Variable(np.asarray(x, np.uint8), trainable=False, name="device_images")
         self.labels = tf.Variable(np.asarray(y, np.int32), trainable=False, name="device_labels")
+
+    @staticmethod
+    def can_augment(augmenter: Any) -> bool:
+        """Whether ``augmenter`` runs in-graph (a preset; an albumentations pipeline runs on the host)."""
+        return augmenter is None or augmenter.is_identity or augmenter.path == "tf"
+
+    @classmethod
+    def check_augmenter(cls, augmenter: Any) -> None:
+        """Raise :class:`ConfigError` unless :meth:`can_augment`."""
+        if not cls.can_augment(augmenter):
+            raise ConfigError("the device pipeline augments in-graph and cannot run an albumentations pipeline; "
+                              "use a preset or --pipeline host")
 
     def __call__(self, k: Any, replica: Any = 0) -> tuple[Any, Any]:
         import tensorflow as tf

@@ -303,11 +303,12 @@ def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> t
 
 def resolve_pipeline(pipeline: str, gpu: bool, augmenter: Any) -> str:
     """The pipeline (``host`` or ``device``) that ``pipeline`` of :data:`PIPELINES` names here."""
-    if pipeline == "device" and not augmenter.is_identity and augmenter.path != "tf":
-        raise ConfigError("--pipeline device augments in-graph and cannot run an albumentations pipeline; "
-                          "use a preset or --pipeline host")
+    from gtsrb_kit.store import DeviceBatches
+
     if pipeline == "auto":
-        return "device" if gpu and (augmenter.is_identity or augmenter.path == "tf") else "host"
+        return "device" if gpu and DeviceBatches.can_augment(augmenter) else "host"
+    if pipeline == "device":
+        DeviceBatches.check_augmenter(augmenter)
     return pipeline
 
 

@@ -26,7 +26,9 @@ def test_bench_train_both_recipes(tiny: Path, tmp_path: Path, monkeypatch: pytes
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script
     bench = importlib.import_module("bench_train")
     out = tmp_path / "results.json"
-    bench.main([str(tiny), "--epochs", "1", "--model-option", "width=8", "--batch-size", "64", "--out", str(out)])
+    bench.main([str(tiny), "--epochs", "1", "--model-option", "width=8", "--batch-size", "64", "--out", str(out),
+                "--keep", str(tmp_path / "kept")])
+    assert (tmp_path / "kept" / "best.keras").is_file() and (tmp_path / "kept" / "metrics.json").is_file()
     printed = capsys.readouterr().out
     assert "### Summary" in printed and "ratio course / gtsrb-kit" in printed and "TensorFlow" in printed
     results = json.loads(out.read_text())
@@ -66,6 +68,7 @@ def test_bench_levers(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 "--model-option", "width=8", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "| base | batch 64, float32, host pipeline |" in printed and "| 1.00x |" in printed
+    assert all(len(r["rounds"]) == 1 for r in json.loads(out.read_text()))
     rows = json.loads(out.read_text())
     assert [r["lever"] for r in rows] == ["base", "device", "bfloat16"]
     assert all(r["images_per_s"] > 0 for r in rows)
