@@ -544,6 +544,14 @@ def epoch_order(n: int, seed: int, epoch: Any) -> Any:
     return tf.argsort(keys)
 
 
+def _batch_out(xb: Any, yb: Any, normalize: bool, num_classes: int | None) -> tuple[Any, Any]:
+    """A batch as training takes it: ``float32`` pixels in [0, 1] (or ``uint8``), one-hot or ``int64`` labels."""
+    import tensorflow as tf
+
+    xb = tf.cast(xb, tf.float32) / 255.0 if normalize else xb
+    return xb, (tf.one_hot(yb, num_classes) if num_classes else tf.cast(yb, tf.int64))
+
+
 def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 64, shuffle: bool = False,
                   seed: int = 0, prefetch: bool = True, normalize: bool = True, drop_remainder: bool = False,
                   augmenter: Any = None, num_classes: int | None = None, repeat: bool = False,
@@ -573,11 +581,7 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int
                                             num_parallel_calls=tf.data.AUTOTUNE)
     ds = augmenter.map_dataset(ds) if augmenter is not None else ds.map(lambda k, xb, yb: (xb, yb))
 
-    def finish(xb: Any, yb: Any) -> tuple[Any, Any]:
-        xb = tf.cast(xb, tf.float32) / 255.0 if normalize else xb
-        return xb, (tf.one_hot(yb, num_classes) if num_classes else tf.cast(yb, tf.int64))
-
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda xb, yb: _batch_out(xb, yb, normalize, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
     if not repeat:  # the generator hides the length from Keras
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
@@ -640,8 +644,7 @@ class DeviceBatches:
         xb, yb = tf.gather(self.images, idx), tf.gather(self.labels, idx)
         if self.augmenter is not None:
             xb = self.augmenter.augment_tensor(xb, k, rows=(start, self.batch_size))
-        xb = tf.cast(xb, tf.float32) / 255.0
-        return xb, (tf.one_hot(yb, self.num_classes) if self.num_classes else tf.cast(yb, tf.int64))
+        return _batch_out(xb, yb, True, self.num_classes)
 
     def counters(self, initial_epoch: int = 0) -> Any:
         """The endless ``tf.data`` dataset of batch numbers from ``initial_epoch`` on, one per replica.
