@@ -1,4 +1,4 @@
-"""Training throughput of the speed levers: batch size, pipeline, bfloat16, XLA, oneDNN, augmentation.
+"""Training throughput of the speed levers: batch size, pipeline, bfloat16, EMA, XLA, oneDNN, augmentation.
 
 Usage::
 
@@ -39,6 +39,7 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, str], bool]] = {
     "batch128": ({"batch_size": 128}, {}, False),
     "batch256": ({"batch_size": 256}, {}, False),
     "bfloat16": ({"mixed_precision": "mixed_bfloat16"}, {}, False),
+    "bfloat16-ema": ({"mixed_precision": "mixed_bfloat16", "ema": 0.999}, {}, False),
     "xla": ({}, {}, True),
     "xla-device": ({"pipeline": "device"}, {}, True),
     "no-onednn": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),

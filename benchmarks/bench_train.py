@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_train.py DATA.h5 [--recipes gtsrb-kit,course] [--epochs 20] [--max-minutes M]
         [--targets 0.99,0.995] [--seed 0] [--course-best 0.991] [--out results.json] [--keep RUN_DIR]
         [--model vgg-bn] [--preset strong] [--batch-size 64] [--lr LR] [--lr-schedule cosine]
-        [--select val_accuracy] [--mixed-precision auto] [--pipeline auto]
+        [--select val_accuracy] [--mixed-precision auto] [--pipeline auto] [--ema 0.999]
         [--model-option width=8 ...]
 
 Recipes, trained one after the other in this process, on the same data and machine:
@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kit.add_argument("--select", default="val_accuracy")
     kit.add_argument("--mixed-precision", default="auto", help="auto, on, off or a Keras policy")
     kit.add_argument("--pipeline", default="auto", help="auto, host or device")
+    kit.add_argument("--ema", type=float, default=None, help="momentum of the weights' moving average (e.g. 0.999)")
     kit.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -100,6 +101,7 @@ def make_recorder(x_test: np.ndarray, y_test: np.ndarray, n_train: int, max_seco
     import keras
 
     from gtsrb_kit.evaluate import predict_probs
+    from gtsrb_kit.train import averaged_weights
 
     class TestEveryEpoch(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -113,7 +115,8 @@ def make_recorder(x_test: np.ndarray, y_test: np.ndarray, n_train: int, max_seco
             now = time.perf_counter()
             seconds = now - self._start - self._excluded
             previous = self.rows[-1]["train_seconds"] if self.rows else 0.0
-            accuracy = float(np.mean(predict_probs(self.model, x_test).argmax(axis=1) == y_test))
+            with averaged_weights(self.model):  # the weights validation and best.keras see
+                accuracy = float(np.mean(predict_probs(self.model, x_test).argmax(axis=1) == y_test))
             self._excluded += time.perf_counter() - now
             val = (logs or {}).get("val_accuracy")
             self.rows.append({"epoch": epoch + 1, "train_seconds": round(seconds, 3),
@@ -135,12 +138,12 @@ def run_gtsrb_kit(args: argparse.Namespace, recorder: Any) -> dict[str, Any]:
         cfg = TrainConfig(args.data, model=args.model, augment=args.preset, epochs=args.epochs,
                           batch_size=args.batch_size, run_dir=args.keep or Path(tmp) / "run", seed=args.seed,
                           learning_rate=args.lr, lr_schedule=args.lr_schedule, select=args.select, verbose=0,
-                          mixed_precision=args.mixed_precision, pipeline=args.pipeline,
+                          mixed_precision=args.mixed_precision, pipeline=args.pipeline, ema=args.ema,
                           model_options=_parse_options(args.model_option))
         metrics = run_training(cfg, callbacks=[recorder])
     return {"model": cfg.model, "model_options": cfg.model_options, "preset": args.preset,
             "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
-            "select": cfg.select, "mixed_precision": metrics["mixed_precision"], "devices": metrics["devices"],
+            "select": cfg.select, "ema": cfg.ema, "mixed_precision": metrics["mixed_precision"], "devices": metrics["devices"],
             "final_test_accuracy_of_best_val_checkpoint": metrics["test_accuracy"]}
 
 

@@ -610,16 +610,23 @@ class DeviceBatches:
                  num_classes: int | None = None, replicas: int = 1) -> None:
         import tensorflow as tf
 
-        if not 1 <= batch_size <= len(x):
-            raise ConfigError(f"batch size {batch_size} needs 1 to {len(x)} images per batch; choose a smaller one")
+        steps = self.steps_for(len(x), batch_size)
         if batch_size % replicas:
             raise ConfigError(f"batch size {batch_size} does not split over {replicas} devices; use a multiple of "
                               f"{replicas}")
         self.check_augmenter(augmenter)
         self.n, self.batch_size, self.seed, self.replicas = len(x), int(batch_size), int(seed), int(replicas)
-        self.steps, self.augmenter, self.num_classes = self.n // self.batch_size, augmenter, num_classes
+        self.steps, self.augmenter, self.num_classes = steps, augmenter, num_classes
         self.images = tf.Variable(np.asarray(x, np.uint8), trainable=False, name="device_images")
         self.labels = tf.Variable(np.asarray(y, np.int32), trainable=False, name="device_labels")
+
+    @staticmethod
+    def steps_for(count: int, batch_size: int) -> int:
+        """Batches per epoch of a split of ``count`` images: full batches only."""
+        if not 1 <= batch_size <= count:
+            raise ConfigError(f"batch size {batch_size}: the device pipeline makes full batches only and the "
+                              f"training split has {count} images; choose a batch size of 1 to {count}")
+        return count // batch_size
 
     @staticmethod
     def can_augment(augmenter: Any) -> bool:

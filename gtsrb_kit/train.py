@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,37 @@ SELECTIONS: dict[str, Callable[[dict[str, float]], float]] = {
 }
 
 
+def _uses_ema(net: Any) -> bool:
+    optimizer = getattr(net.optimizer, "inner_optimizer", net.optimizer)  # under a loss-scale optimizer
+    return bool(getattr(optimizer, "use_ema", False))
+
+
+@contextmanager
+def averaged_weights(net: Any) -> Iterator[None]:
+    """Inside the block ``net`` holds the moving average of its weights when trained with ``ema``.
+
+    Without ``ema`` nothing changes. Validation, ``best.keras`` and the benchmarks' test scores all
+    see the average; training (and ``last.keras``, which resumes) keeps the current weights.
+    """
+    if not _uses_ema(net):
+        yield
+        return
+    import keras
+
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(net)
+    swap.on_test_begin()
+    try:
+        yield
+    finally:
+        swap.on_test_end()
+
+
+def _seed_states(net: Any) -> list[Any]:
+    """The layers' random-number states (dropout), in the model's order; ``.keras`` files do not keep them."""
+    return [v for v in net.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
 def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: dict[str, Any], *, epochs: int,
                          select: str, early_stopping: int | None, progress: ProgressCallback | None) -> Any:
     import keras
@@ -115,12 +147,14 @@ def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: di
             row["learning_rate"] = float(np.asarray(lr))
             row["seconds"] = round(time.perf_counter() - self._started, 3)
             state["history"].append(row)
+            state["seed_states"] = [np.asarray(v).tolist() for v in _seed_states(self.model)]
             state["epochs_completed"] = epoch + 1
             val, score = row.get("val_accuracy", float("nan")), SELECTIONS[select](row)
             if score > state["best_score"]:
                 state["best_score"], state["best_val_accuracy"], state["best_epoch"] = score, val, epoch + 1
-                save_keras_atomic(self.model, run_dir / BEST_FILE,
-                                  {**preprocessing, "epoch": epoch + 1, "val_accuracy": val, "score": score})
+                with averaged_weights(self.model):
+                    save_keras_atomic(self.model, run_dir / BEST_FILE,
+                                      {**preprocessing, "epoch": epoch + 1, "val_accuracy": val, "score": score})
             save_keras_atomic(self.model, run_dir / CHECKPOINT_FILE, {**preprocessing, "state": state})
             write_json(run_dir / STATE_FILE, state)
             write_history(run_dir, state["history"])
@@ -195,6 +229,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     select: str = "val_accuracy"
     pipeline: str = "auto"
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         self.data = Path(self.data) if self.data is not None else default_data_file()
@@ -214,6 +249,8 @@ class TrainConfig:
             raise ConfigError(f"unknown pipeline {self.pipeline!r}; use one of {', '.join(PIPELINES)}")
         if self.early_stopping is not None and int(self.early_stopping) < 1:
             raise ConfigError(f"early stopping patience must be at least 1 epoch, got {self.early_stopping}")
+        if self.ema is not None and not 0 < float(self.ema) < 1:
+            raise ConfigError(f"ema momentum must be between 0 and 1 (e.g. 0.999), got {self.ema}")
 
     def resolve(self) -> None:
         """Fill in the defaults that depend on other settings (learning rate, run folder)."""
@@ -287,11 +324,15 @@ def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> t
             if best_score > state["best_score"]:  # best.keras was written after the last state
                 state["best_score"], state["best_val_accuracy"] = best_score, best_meta.get("val_accuracy", -1.0)
                 state["best_epoch"] = best_meta.get("epoch", state["best_epoch"])
-            return keras.models.load_model(last), state
+            net = keras.models.load_model(last)
+            for variable, value in zip(_seed_states(net), state.get("seed_states", [])):
+                variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout continues, not repeats
+            return net, state
         net = build_model(cfg.model, data.input_shape, len(data.class_names), **cfg.model_options)
         schedule = _schedule(str(cfg.lr_schedule), float(cfg.learning_rate or 0), steps * cfg.epochs, steps)
         net.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
+            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
+                                             use_ema=cfg.ema is not None, ema_momentum=cfg.ema or 0.99),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg.label_smoothing)),
             metrics=["accuracy"], jit_compile=setup.jit_compile,
             steps_per_execution=steps_per_execution(steps, setup.gpu),
@@ -314,10 +355,9 @@ def resolve_pipeline(pipeline: str, gpu: bool, augmenter: Any) -> str:
 
 def steps_per_epoch(count: int, batch_size: int, pipeline: str) -> int:
     """Batches per epoch: the device pipeline makes full batches only."""
-    if pipeline == "device" and count < batch_size:
-        raise ConfigError(f"batch size {batch_size}: the device pipeline makes full batches only and the training "
-                          f"split has {count} images; choose a batch size of at most {count}")
-    return count // batch_size if pipeline == "device" else math.ceil(count / batch_size)
+    from gtsrb_kit.store import DeviceBatches
+
+    return DeviceBatches.steps_for(count, batch_size) if pipeline == "device" else math.ceil(count / batch_size)
 
 
 def steps_per_execution(steps: int, gpu: bool, most: int = 32) -> int:
@@ -375,6 +415,8 @@ def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[
     ds_val = tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size), num_classes=classes)
     callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs, select=cfg.select,
                                       early_stopping=cfg.early_stopping, progress=progress), *extra]
+    if _uses_ema(net):  # validation scores the average (the swap wraps every evaluation in fit)
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights())
     if _has_tensorboard():
         callbacks.insert(0, keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tb"), histogram_freq=0, write_graph=False, profile_batch=0, update_freq="epoch"))
@@ -409,7 +451,7 @@ def _final_metrics(cfg: TrainConfig, data: _Data, state: dict[str, Any], test: t
         "augment": augmenter.preset, "augment_path": augmenter.path_for(data.input_shape),
         "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
         "devices": runtime["devices"], "replicas": runtime["replicas"], "mixed_precision": runtime["policy"],
-        "pipeline": runtime["pipeline"],
+        "pipeline": runtime["pipeline"], "ema": cfg.ema,
         "versions": versions(), "per_class": per_class_report(y_test, y_pred, data.class_names),
     }
 
@@ -437,6 +479,7 @@ def train(
     model_options: dict[str, Any] | None = None,
     select: str = "val_accuracy",
     pipeline: str = "auto",
+    ema: float | None = None,
     callbacks: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a cooked file, keep the best validation checkpoint, test it once.
@@ -461,7 +504,8 @@ def train(
             ``label_smoothing``; ``weight_decay``; ``model_options`` (builder options, e.g.
             ``{"width": 16}``); ``select`` (the validation score that picks ``best.keras``:
             ``val_accuracy`` or ``val_loss``, see :data:`SELECTIONS`); ``pipeline`` (where batches
-            are made, see :data:`PIPELINES`).
+            are made, see :data:`PIPELINES`); ``ema`` (momentum of a moving average of
+            the weights, e.g. ``0.999``, that validation, ``best.keras`` and the test use; default none).
 
     Returns:
         The metrics dict, also written to ``run_dir/metrics.json``.

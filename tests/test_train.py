@@ -228,7 +228,9 @@ def test_cli_errors(tmp_path: Path, cooked: Path) -> None:
     unknown = runner.invoke(app, ["train", "--data", str(cooked), "--model", "resnet-9000",
                                   "--run-dir", str(tmp_path / "r")])
     assert unknown.exit_code == 2 and "error: unknown model 'resnet-9000'" in unknown.output
-    assert "Traceback" not in missing.output + bad.output + unknown.output
+    ema = runner.invoke(app, ["train", "--data", str(cooked), "--ema", "1.5", "--run-dir", str(tmp_path / "r")])
+    assert ema.exit_code == 2 and "error: ema momentum must be between 0 and 1" in ema.output
+    assert "Traceback" not in missing.output + bad.output + unknown.output + ema.output
     assert not (tmp_path / "r").exists()
     with pytest.raises(DataError):
         from gtsrb_kit.train import train
@@ -333,3 +335,69 @@ def test_auto_precision_on_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool
         devices.reset_policy()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     assert real() == (" avx512_bf16" in flags or " amx_bf16" in flags)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(epochs: int) -> object:
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch + 1 == epochs:
+                raise _Interrupted
+
+    return Interrupt()
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    import keras
+
+    return keras.models.load_model(path, compile=False).get_weights()
+
+
+def test_ema_validates_and_keeps_the_average(cooked: Path, tmp_path: Path) -> None:
+    """``ema``: validation scores the moving average and best.keras holds it; training keeps the current weights."""
+    from gtsrb_kit.evaluate import load_model, split_scores
+    from gtsrb_kit.train import read_history, train
+
+    run_dir = tmp_path / "ema"
+    metrics = train(cooked, model="vgg-bn", epochs=1, run_dir=run_dir, seed=0, verbose=0, model_options=TINY,
+                    mixed_precision="off", ema=0.9)
+    assert metrics["ema"] == 0.9 and metrics["best_epoch"] == 1
+    _, y_val, probs, _ = split_scores(load_model(run_dir / "best.keras"), cooked, "val")
+    assert np.mean(probs.argmax(axis=1) == y_val) == pytest.approx(read_history(run_dir)["val_accuracy"][0],
+                                                                    abs=1.5 / len(y_val))
+    # after 4 steps at momentum 0.9 the average is mostly the initial weights, not the current ones
+    kept, current = _weights(run_dir / "best.keras"), _weights(run_dir / "last.keras")
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(kept, current)) > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ema", [None, 0.8])
+def test_resumed_run_equals_the_uninterrupted_one(cooked: Path, tmp_path: Path, ema: float | None) -> None:
+    """Interrupted after epoch 1 and resumed, a run ends bit for bit as the uninterrupted one: data order,
+    augmentation, dropout and the weights' average all continue where they stopped."""
+    from gtsrb_kit.train import TrainConfig, read_history, run_training
+
+    settings = dict(model="vgg-bn", augment="fidle", epochs=3, seed=3, verbose=0, model_options=TINY,
+                    mixed_precision="off", ema=ema, select="val_loss")
+    whole = run_training(TrainConfig(cooked, run_dir=tmp_path / "whole", **settings))
+    with pytest.raises(_Interrupted):
+        run_training(TrainConfig(cooked, run_dir=tmp_path / "cut", **settings), callbacks=[_interrupt_after(1)])
+    resumed = run_training(TrainConfig(cooked, run_dir=tmp_path / "cut", resume=True, **settings))
+    assert resumed["resumed_from_epoch"] == 1 and resumed["best_epoch"] == whole["best_epoch"]
+    for key in ("loss", "val_loss"):
+        assert read_history(tmp_path / "cut")[key] == read_history(tmp_path / "whole")[key]
+    for a, b in zip(_weights(tmp_path / "cut" / "best.keras"), _weights(tmp_path / "whole" / "best.keras")):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ema", [0.0, 1.0, -0.5])
+def test_ema_momentum_is_checked(ema: float) -> None:
+    from gtsrb_kit.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="ema momentum must be between 0 and 1"):
+        TrainConfig(ema=ema)

@@ -75,6 +75,8 @@ def train_command(
     pipeline: Annotated[str, typer.Option("--pipeline", help="Where batches are made: host (tf.data), device "
                                           "(the split kept on the device, batches made in the training step) or "
                                           "auto (device on GPUs).")] = "auto",
+    ema: Annotated[float | None, typer.Option("--ema", help="Validate, keep and test a moving average of the "
+                                              "weights with this momentum (e.g. 0.999).", show_default=False)] = None,
     model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Builder option KEY=VALUE of "
                                                            "the model (e.g. width=16 for vgg-bn); repeatable.",
                                                            show_default=False)] = None,
@@ -95,7 +97,7 @@ def train_command(
         data if data is not None else default_data_file(), model=model or DEFAULT_MODEL, augment=chosen,
         epochs=epochs, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
         learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
-        select=select, pipeline=pipeline,
+        select=select, pipeline=pipeline, ema=ema,
         mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
         augment_path=augment_path, model_options=_parse_options(model_option or []),
     )
