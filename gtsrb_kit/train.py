@@ -11,7 +11,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,9 +96,10 @@ SELECTIONS: dict[str, Callable[[dict[str, float]], float]] = {
 }
 
 
-def _uses_ema(net: Any) -> bool:
+def _ema_optimizer(net: Any) -> Any:
+    """The optimizer that keeps ``net``'s moving average, or None (``ema`` off)."""
     optimizer = getattr(net.optimizer, "inner_optimizer", net.optimizer)  # under a loss-scale optimizer
-    return bool(getattr(optimizer, "use_ema", False))
+    return optimizer if getattr(optimizer, "use_ema", False) else None
 
 
 @contextmanager
@@ -106,20 +107,35 @@ def averaged_weights(net: Any) -> Iterator[None]:
     """Inside the block ``net`` holds the moving average of its weights when trained with ``ema``.
 
     Without ``ema`` nothing changes. Validation, ``best.keras`` and the benchmarks' test scores all
-    see the average; training (and ``last.keras``, which resumes) keeps the current weights.
+    see the average; the current weights come back exactly afterwards (copied, not swapped by
+    arithmetic), so looking at the average never changes the training.
     """
-    if not _uses_ema(net):
+    optimizer = _ema_optimizer(net)
+    if optimizer is None:
         yield
         return
-    import keras
-
-    swap = keras.callbacks.SwapEMAWeights()
-    swap.set_model(net)
-    swap.on_test_begin()
+    current = [np.array(v) for v in net.trainable_variables]
+    optimizer.finalize_variable_values(net.trainable_variables)
     try:
         yield
     finally:
-        swap.on_test_end()
+        for variable, value in zip(net.trainable_variables, current):
+            variable.assign(value)
+
+
+def _validate_the_average() -> Any:
+    """A callback: every evaluation inside ``fit`` (validation) sees :func:`averaged_weights`."""
+    import keras
+
+    class ValidateTheAverage(keras.callbacks.Callback):
+        def on_test_begin(self, logs: Any = None) -> None:
+            self._stack = ExitStack()
+            self._stack.enter_context(averaged_weights(self.model))
+
+        def on_test_end(self, logs: Any = None) -> None:
+            self._stack.close()
+
+    return ValidateTheAverage()
 
 
 def _seed_states(net: Any) -> list[Any]:
@@ -415,8 +431,8 @@ def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[
     ds_val = tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size), num_classes=classes)
     callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs, select=cfg.select,
                                       early_stopping=cfg.early_stopping, progress=progress), *extra]
-    if _uses_ema(net):  # validation scores the average (the swap wraps every evaluation in fit)
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights())
+    if _ema_optimizer(net) is not None:
+        callbacks.insert(0, _validate_the_average())
     if _has_tensorboard():
         callbacks.insert(0, keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tb"), histogram_freq=0, write_graph=False, profile_batch=0, update_freq="epoch"))

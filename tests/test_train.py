@@ -401,3 +401,25 @@ def test_ema_momentum_is_checked(ema: float) -> None:
 
     with pytest.raises(ConfigError, match="ema momentum must be between 0 and 1"):
         TrainConfig(ema=ema)
+
+
+def test_looking_at_the_average_never_changes_training(cooked: Path, tmp_path: Path) -> None:
+    """A callback that scores the average after every epoch (as the benchmarks do) leaves the run bit for bit."""
+    import keras
+
+    from gtsrb_kit.train import TrainConfig, averaged_weights, read_history, run_training
+
+    class Peek(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            before = [np.array(v) for v in self.model.trainable_variables]
+            with averaged_weights(self.model):
+                assert any(not np.array_equal(a, np.array(v)) for a, v in zip(before, self.model.trainable_variables))
+            for a, v in zip(before, self.model.trainable_variables):
+                np.testing.assert_array_equal(a, np.array(v))
+
+    settings = dict(model="vgg-bn", epochs=2, seed=4, verbose=0, model_options=TINY, mixed_precision="off", ema=0.9)
+    run_training(TrainConfig(cooked, run_dir=tmp_path / "plain", **settings))
+    run_training(TrainConfig(cooked, run_dir=tmp_path / "peeked", **settings), callbacks=[Peek()])
+    assert read_history(tmp_path / "peeked")["loss"] == read_history(tmp_path / "plain")["loss"]
+    for a, b in zip(_weights(tmp_path / "peeked" / "last.keras"), _weights(tmp_path / "plain" / "last.keras")):
+        np.testing.assert_array_equal(a, b)
