@@ -143,7 +143,8 @@ def run_gtsrb_kit(args: argparse.Namespace, recorder: Any) -> dict[str, Any]:
         metrics = run_training(cfg, callbacks=[recorder])
     return {"model": cfg.model, "model_options": cfg.model_options, "preset": args.preset,
             "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
-            "select": cfg.select, "ema": cfg.ema, "mixed_precision": metrics["mixed_precision"], "devices": metrics["devices"],
+            "select": cfg.select, "ema": cfg.ema, "mixed_precision": metrics["mixed_precision"],
+            "devices": metrics["devices"],
             "final_test_accuracy_of_best_val_checkpoint": metrics["test_accuracy"]}
 
 
