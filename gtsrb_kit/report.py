@@ -146,24 +146,64 @@ def mean_std(mean: float | None, std: float | None, scale: float = 100.0, digits
     return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
-def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
-    """The Markdown table of runs that differ only by seed (only when a recipe has several seeds)."""
-    repeated = [g for g in groups if len(g["runs"]) > 1]
-    if not repeated:
+_GROUP_HEAD = ("recipe", "runs done", "seeds", "val acc %", "test acc %", "lowest recall %", "s per run",
+               "committee test acc % (lowest recall %)", "with TTA")
+_GROUP_NOTE = ("Mean ± sample standard deviation over the finished runs of each recipe; the committee is the mean "
+               "of their probabilities (`gtsrb-kit report --committee [--tta]`).")
+
+
+def _group_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The cells of the table of runs that differ only by seed (recipes with several runs only)."""
+    return [[recipe_text(g["recipe"]), f"{g['done']}/{len(g['runs'])}", ", ".join(map(str, g["seeds"])),
+             mean_std(g["best_val_accuracy_mean"], g["best_val_accuracy_std"]),
+             mean_std(g["test_accuracy_mean"], g["test_accuracy_std"]),
+             mean_std(g["lowest_recall_mean"], g["lowest_recall_std"]),
+             mean_std(g["duration_s_mean"], g["duration_s_std"], 1.0, 0),
+             committee_text(g.get("committee")), committee_text(g.get("committee_tta"))]
+            for g in report.get("groups", []) if len(g["runs"]) > 1]
+
+
+def committee_of_all_text(report: dict[str, Any]) -> str | None:
+    """One sentence on the committee of all finished runs, ``None`` where there is none."""
+    every = report.get("committee_of_all")
+    if not every:
+        return None
+    return (f"Committee of all {len(every['runs'])} finished runs: {committee_text(every['committee'])}, "
+            f"with TTA {committee_text(every['committee_tta'])}.")
+
+
+def _group_lines(report: dict[str, Any]) -> list[str]:
+    """The Markdown section of the runs that differ only by seed."""
+    rows = _group_rows(report)
+    if not rows:
         return []
-    lines = ["", "## Over seeds", "", "| dataset | model | augment | runs done | seeds | val acc % | test acc % | "
-             "lowest recall % | s per run | committee test acc % (lowest recall %) | with TTA |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for g in repeated:
-        r = g["recipe"]
-        lines.append(f"| {r.get('dataset')} | {r.get('model')} | {r.get('augment')} | {g['done']}/{len(g['runs'])} | "
-                     f"{', '.join(map(str, g['seeds']))} | {mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} | "
-                     f"{mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} | "
-                     f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} | "
-                     f"{mean_std(g['duration_s_mean'], g['duration_s_std'], 1.0, 0)} | "
-                     f"{committee_text(g.get('committee'))} | {committee_text(g.get('committee_tta'))} |")
-    return lines + ["", "Mean ± sample standard deviation over the finished runs of each recipe; the committee is "
-                    "the mean of their probabilities (`gtsrb-kit report --committee [--tta]`)."]
+    lines = ["", "## Over seeds", "", "| " + " | ".join(_GROUP_HEAD) + " |",
+             "|---|---:|---|" + "---:|" * (len(_GROUP_HEAD) - 3)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["", _GROUP_NOTE]
+    every = committee_of_all_text(report)
+    return lines + (["", every] if every else [])
+
+
+def _group_html(report: dict[str, Any]) -> list[str]:
+    """The HTML section of the runs that differ only by seed."""
+    rows = _group_rows(report)
+    if not rows:
+        return []
+    esc = html.escape
+    parts = ["<h2>Over seeds</h2><table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _GROUP_HEAD)
+             + "</tr></thead><tbody>"]
+    parts += ["<tr><td>" + esc(row[0]) + "</td>" + "".join(f'<td class="num">{esc(c)}</td>' for c in row[1:])
+              + "</tr>" for row in rows]
+    every = committee_of_all_text(report)
+    return parts + ["</tbody></table>", f"<p>{esc(_GROUP_NOTE)}</p>"] + ([f"<p>{esc(every)}</p>"] if every else [])
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """A seed group's recipe in one line: dataset, model, augmentation, then its other settings."""
+    main = ("dataset", "model", "augment")
+    rest = [f"{k}={v}" for k, v in sorted(recipe.items()) if k not in main]
+    return " ".join(str(recipe.get(k)) for k in main) + (", " + ", ".join(rest) if rest else "")
 
 
 def committee_text(committee: dict[str, Any] | None) -> str:
@@ -206,7 +246,7 @@ def _markdown(report: dict[str, Any], charts: dict[str, Path]) -> str:
         if r["run"] in best:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _group_lines(report.get("groups", []))
+    lines += _group_lines(report)
     failed = [r for r in rows if r["error"]]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -259,6 +299,7 @@ def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
                 cells.append(f"<td>{text}</td>")
         parts.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
+    parts += _group_html(report)
     failed = [r for r in rows if r["error"]]
     if failed:
         parts.append("<h2>Failed runs</h2><ul>")
@@ -272,24 +313,35 @@ def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
 
 
 def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -> list[Path]:
-    """Evaluate the committee of every seed group with two or more finished runs (on the test split).
+    """Evaluate the committee of every seed group with two or more finished runs (on the test split),
+    and of all finished runs where they form several groups.
 
     Each committee is the mean of its members' probabilities (:func:`gtsrb_kit.evaluate.evaluate`),
     written to :func:`~gtsrb_kit.runs.committee_folder`; reports show it beside the group's mean.
-    Returns the ``evaluation.json`` files written.
+    The committee of all is skipped when its runs were cooked from different sources (their test
+    splits differ). Returns the ``evaluation.json`` files written.
     """
     from gtsrb_kit.evaluate import evaluate
 
     run_dir = Path(run_dir)
     report = build_report(run_dir)
     rows = {r["run"]: r for r in report["runs"]}
+    wanted = [(group["recipe"], group["runs"]) for group in report["groups"]]
+    if report["committee_of_all"]:
+        wanted.append((None, report["committee_of_all"]["runs"]))
     written = []
-    for group in report["groups"]:
-        done = [rows[name] for name in group["runs"] if rows[name]["status"] == "done" and rows[name]["dataset_path"]]
+    for recipe, names in wanted:
+        done = [rows[name] for name in names if rows[name]["status"] == "done" and rows[name]["dataset_path"]]
         if len(done) < 2:
             continue
-        out = committee_folder(run_dir, group["recipe"], tta)
-        evaluate([run_dir / r["run"] / BEST_FILE for r in done], [r["dataset_path"] for r in done], out_dir=out, tta=tta)
+        out = committee_folder(run_dir, recipe, tta)
+        try:
+            evaluate([run_dir / r["run"] / BEST_FILE for r in done], [r["dataset_path"] for r in done],
+                     out_dir=out, tta=tta)
+        except DataError:
+            if recipe is not None:
+                raise
+            continue
         written.append(out / "evaluation.json")
     update_report_json(run_dir)
     return written

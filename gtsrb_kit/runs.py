@@ -51,7 +51,7 @@ TRAIN_LOCK = ".train.lock"  # held by gtsrb_kit.train while it trains in the fol
 REPORT_JSON = "report.json"
 CURVES_FILE = "learning_curves.png"
 ROBUSTNESS_FILE = "robustness/robustness.json"  # gtsrb-kit robustness's default output in a run folder
-COMMITTEES_DIR = "committees"  # RUN_DIR/committees/<recipe>/{plain,tta}/evaluation.json: seed groups' committees
+COMMITTEES_DIR = "committees"  # RUN_DIR/committees/<recipe or all>/{plain,tta}/evaluation.json
 REPORT_FORMAT = "gtsrb-kit-report/1"
 _REPORT_LOCK = ".report.lock"
 METADATA_NAME = "gtsrb_kit.json"  # extra member of the .keras zip: preprocessing + run state
@@ -396,16 +396,20 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return round(mean, 6), None if std is None else round(std, 6)
 
 
-def committee_folder(run_dir: str | os.PathLike[str], recipe: dict[str, Any], tta: bool = False) -> Path:
-    """Where the committee of a seed group's finished runs is evaluated (``gtsrb-kit report --committee``)."""
-    name = "__".join(str(recipe.get(k)) for k in ("dataset", "model", "augment"))
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Path(run_dir) / COMMITTEES_DIR / f"{name}-{digest}" / ("tta" if tta else "plain")
+def committee_folder(run_dir: str | os.PathLike[str], recipe: dict[str, Any] | None, tta: bool = False) -> Path:
+    """Where ``gtsrb-kit report --committee`` evaluates a committee: of a seed group's finished runs,
+    or with ``recipe=None`` of every finished run of the folder."""
+    if recipe is None:
+        name = "all"
+    else:
+        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        name = "__".join(str(recipe.get(k)) for k in ("dataset", "model", "augment")) + f"-{digest}"
+    return Path(run_dir) / COMMITTEES_DIR / name / ("tta" if tta else "plain")
 
 
-def _committee(run_dir: Path | None, recipe: dict[str, Any], members: list[str], tta: bool) -> dict[str, Any]:
+def _committee(run_dir: Path | None, recipe: dict[str, Any] | None, members: list[str], tta: bool) -> dict[str, Any]:
     """The committee's evaluation of these members, if one was written (and is not stale)."""
-    if run_dir is None:
+    if run_dir is None or len(members) < 2:
         return {}
     found = read_json(committee_folder(run_dir, recipe, tta) / "evaluation.json") or {}
     if sorted(Path(m).parent.name for m in found.get("models", [])) != sorted(members):
@@ -413,6 +417,11 @@ def _committee(run_dir: Path | None, recipe: dict[str, Any], members: list[str],
     recalls = [c["recall"] for c in found.get("per_class", []) if c.get("support")]
     return {"accuracy": found.get("accuracy"), "errors": found.get("errors"),
             "lowest_recall": min(recalls) if recalls else None}
+
+
+def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of finished runs that have a test accuracy (what means and committees are made of)."""
+    return [r for r in rows if r["status"] == "done" and r["test_accuracy"] is not None]
 
 
 def seed_groups(rows: list[dict[str, Any]], run_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -426,16 +435,30 @@ def seed_groups(rows: list[dict[str, Any]], run_dir: str | os.PathLike[str] | No
         groups.setdefault(row["recipe"], []).append(row)
     out = []
     for recipe, members in groups.items():
-        done = [r for r in members if r["status"] == "done" and r["test_accuracy"] is not None]
+        done = finished(members)
         entry = {"recipe": json.loads(recipe), "runs": [r["run"] for r in members],
                  "seeds": [r["seed"] for r in done], "done": len(done)}
         for key in ("best_val_accuracy", "test_accuracy", "lowest_recall", "duration_s"):
             entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std([r[key] for r in done if r[key] is not None])
         for key, tta in (("committee", False), ("committee_tta", True)):
             entry[key] = _committee(None if run_dir is None else Path(run_dir), entry["recipe"],
-                                    [r["run"] for r in done], tta) if len(done) > 1 else {}
+                                    [r["run"] for r in done], tta)
         out.append(entry)
     return out
+
+
+def committee_of_all(rows: list[dict[str, Any]], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The committee of every finished run, where they form more than one seed group.
+
+    Keys ``runs``, ``committee`` and ``committee_tta`` (each ``{}`` until ``gtsrb-kit report
+    --committee [--tta]`` evaluated it); ``{}`` when the finished runs are a single recipe.
+    """
+    done = finished(rows)
+    if len({r["recipe"] for r in done}) < 2:
+        return {}
+    names = [r["run"] for r in done]
+    return {"runs": names, **{key: _committee(Path(run_dir), None, names, tta)
+                              for key, tta in (("committee", False), ("committee_tta", True))}}
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -443,8 +466,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Keys: ``format``, ``name`` (the plan's), ``counts`` (runs per status), ``best_per_dataset`` and
     ``best`` (the finished runs chosen by validation accuracy, per dataset and overall; test
-    accuracy never chooses), ``groups`` (runs that differ only by seed: :func:`seed_groups`) and
-    ``runs`` (the rows). No timestamps, so the same files on disk always give the same report.
+    accuracy never chooses), ``groups`` (runs that differ only by seed: :func:`seed_groups`),
+    ``committee_of_all`` (:func:`committee_of_all`) and ``runs`` (the rows). No timestamps, so the same files on disk always give the same report.
     """
     run_dir = Path(run_dir)
     rows = collect_runs(run_dir)
@@ -462,6 +485,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "best": best["run"] if best else None,
         "best_per_dataset": best_per_dataset(rows),
         "groups": seed_groups(rows, run_dir),
+        "committee_of_all": committee_of_all(rows, run_dir),
         "runs": rows,
     }
 

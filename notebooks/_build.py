@@ -413,6 +413,19 @@ for png in (files.accuracy_chart, files.curves_chart):
         display(Image(filename=str(png), width=700))
 print(f"open {files.html} in a browser (self-contained: it can be mailed as is)")
 '''),
+        ("md", "## Committees\n\nThe mean of several models' probabilities usually beats each of them. "
+               "`evaluate_committees` (CLI: `gtsrb-kit report DIR --committee [--tta]`) evaluates the committee "
+               "of each recipe's seeds and, as here where every run is its own recipe, of all finished runs; "
+               "each model reads its own cooked variant. Nothing in it is chosen by test accuracy."),
+        ("code", '''
+from gtsrb_kit.report import build_report, committee_of_all_text, evaluate_committees
+
+evaluate_committees(run_dir)
+report = build_report(run_dir)
+for row in report["runs"]:
+    print(f"{row['run']:28} test {row['test_accuracy']}")
+print(committee_of_all_text(report))
+'''),
         ("md", "## Any folder of runs\n\nThe report also reads plain training runs, e.g. those of notebooks 2-4, "
                "and lists unfinished ones as pending, interrupted or failed."),
         ("code", '''

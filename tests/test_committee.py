@@ -90,10 +90,14 @@ def test_report_committee_of_a_seed_group(members: list[tuple[Path, Path]], tmp_
 
     run_dir = members[0][0].parent.parent  # the folder holding runs a, b (RGB, seeds 0 and 1) and c (L)
     written = evaluate_committees(run_dir)
-    assert len(written) == 1  # only a and b differ by seed alone
-    groups = {g["recipe"]["dataset"]: g for g in build_report(run_dir)["groups"]}
+    assert len(written) == 2  # a and b (they differ by seed alone), and all three
+    report = build_report(run_dir)
+    groups = {g["recipe"]["dataset"]: g for g in report["groups"]}
     rgb = groups["set-24x24-RGB"]
     assert sorted(rgb["seeds"]) == [0, 1] and rgb["committee_tta"] == {}
     expected = evaluate([members[0][0], members[1][0]], members[0][1], out_dir=tmp_path)
     assert rgb["committee"]["accuracy"] == expected["accuracy"] and rgb["committee"]["errors"] == expected["errors"]
     assert groups["set-28x28-L"]["committee"] == {}
+    every = evaluate([m for m, _ in members], [d for _, d in members], out_dir=tmp_path / "all")  # each its own variant
+    assert report["committee_of_all"]["committee"]["accuracy"] == every["accuracy"]
+    assert report["committee_of_all"]["committee"]["errors"] == every["errors"]

@@ -220,9 +220,35 @@ def test_seed_groups_mean_and_std(tmp_path: Path) -> None:
     rgb = groups["set-24x24-RGB"]
     assert rgb["done"] == 1 and rgb["test_accuracy_std"] is None and len(rgb["runs"]) == 3
     md = write_report(run_dir).markdown.read_text()
-    assert "| set-24x24-L | v1 | none | 3/3 | 0, 1, 2 | 94.00 ± 3.61 | 93.00 ± 3.61 |" in md
+    assert "| set-24x24-L v1 none, batch_size=8, epochs=3 | 3/3 | 0, 1, 2 | 94.00 ± 3.61 | 93.00 ± 3.61 |" in md
+    assert "Committee of all 4 finished runs: -, with TTA -." in md  # not evaluated yet
+    page = write_report(run_dir).html.read_text()
+    assert "<h2>Over seeds</h2>" in page and '<td>set-24x24-L v1 none, batch_size=8, epochs=3</td><td class="num">3/3' in page
     out = runner.invoke(app, ["report", str(run_dir)]).stdout
-    assert "set-24x24-L v1 none: 3 seed(s) done, test accuracy 93.00 ± 3.61 %" in out
+    assert "set-24x24-L v1 none, batch_size=8, epochs=3: 3 seed(s) done, test accuracy 93.00 ± 3.61 %" in out
+
+
+def test_recipes_that_differ_by_a_setting_are_told_apart(tmp_path: Path) -> None:
+    data = tmp_path / "set-24x24-L.h5"
+    data.write_bytes(b"x")
+    plan = plan_from_dict({"name": "two", "train": {"batch_size": 8}, "runs": [
+        {"dataset": str(data), "model": "v1", "epochs": e, "seed": s, "name": f"e{e}__s{s}"}
+        for e in (2, 4) for s in (0, 1)]})
+    run_dir = tmp_path / "runs"
+    freeze_plan(plan, run_dir)
+    for run, acc in zip(plan.runs, (0.90, 0.92, 0.95, 0.97)):
+        (run_dir / run.name).mkdir(parents=True)
+        (run_dir / run.name / "run.json").write_text(json.dumps({"name": run.name, "dataset_path": str(data),
+                                                                 "identity": run.identity()}))
+        (run_dir / run.name / "metrics.json").write_text(json.dumps({
+            "test_accuracy": acc, "best_val_accuracy": acc, "epochs_completed": run.settings["epochs"],
+            "model": "v1", "data": str(data), "seed": run.settings["seed"], "augment": "none", "batch_size": 8}))
+    report = build_report(run_dir)
+    assert [g["runs"] for g in report["groups"]] == [["e2__s0", "e2__s1"], ["e4__s0", "e4__s1"]]
+    assert report["committee_of_all"]["runs"] == ["e2__s0", "e2__s1", "e4__s0", "e4__s1"]
+    out = runner.invoke(app, ["report", str(run_dir)]).stdout
+    assert "set-24x24-L v1 none, batch_size=8, epochs=2: 2 seed(s) done, test accuracy 91.00 ± 1.41 %" in out
+    assert "set-24x24-L v1 none, batch_size=8, epochs=4: 2 seed(s) done, test accuracy 96.00 ± 1.41 %" in out
 
 
 def test_corruption_accuracy_column(tmp_path: Path) -> None:

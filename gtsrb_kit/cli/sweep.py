@@ -179,7 +179,8 @@ def report_command(
 ) -> None:
     """Tabulate a sweep (the run chosen per dataset by validation highlighted; mean ± std over seeds) and
     write report.json/.md/.html and charts."""
-    from gtsrb_kit.report import committee_text, evaluate_committees, format_cell, mean_std, write_report
+    from gtsrb_kit.report import (committee_of_all_text, committee_text, evaluate_committees, format_cell, mean_std,
+                                  recipe_text, write_report)
 
     if committee:
         for with_tta in (False, True) if tta else (False,):
@@ -202,13 +203,14 @@ def report_command(
     console.print(table)
     for g in report["groups"]:
         if len(g["runs"]) > 1:
-            r = g["recipe"]
-            console.print(f"{r.get('dataset')} {r.get('model')} {r.get('augment')}: {g['done']} seed(s) done, test "
+            console.print(f"{recipe_text(g['recipe'])}: {g['done']} seed(s) done, test "
                           f"accuracy {mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} %, validation "
                           f"{mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} %, lowest recall "
                           f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} %; committee "
                           f"{committee_text(g['committee'])}, with TTA {committee_text(g['committee_tta'])}",
                           markup=False, highlight=False)
+    if committee_of_all_text(report):
+        console.print(committee_of_all_text(report), markup=False, highlight=False)
     if report["best"]:
         console.print(f"chosen by validation accuracy: {report['best']}  (bold green: the run chosen per dataset)",
                       markup=False)
