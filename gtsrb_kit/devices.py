@@ -68,17 +68,25 @@ def _parse(devices: str | None, gpus: list[str], cpus: list[str]) -> list[str]:
     return chosen
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX, from ``/proc/cpuinfo``).
+def cpu_prefers_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether mixed bfloat16 trains faster than float32 on this CPU (``cpuinfo``: ``/proc/cpuinfo``'s text).
 
-    There mixed bfloat16 trains faster than float32 (``benchmarks/bench_levers.py``); elsewhere
-    bfloat16 is emulated and slower.
+    True with AMX (oneDNN's bfloat16 matrix units) and on AMD CPUs with AVX512-BF16, where
+    ``benchmarks/bench_levers.py`` measured 1.12-1.21x; False elsewhere, Intel CPUs with AVX512-BF16
+    but no AMX included (0.74x there): bfloat16 is emulated or not worth its casts.
     """
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+
+    def field(name: str) -> str:
+        line = next((ln for ln in cpuinfo.splitlines() if ln.split(":", 1)[0].strip() == name), "")
+        return line.partition(":")[2]
+
+    flags = set(field("flags").split())
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and field("vendor_id").strip() == "AuthenticAMD")
 
 
 def setup_devices(devices: str | None = None, mixed_precision: str = "auto") -> DeviceSetup:
@@ -87,7 +95,7 @@ def setup_devices(devices: str | None = None, mixed_precision: str = "auto") -> 
     Args:
         devices: See the module docstring.
         mixed_precision: ``auto`` (mixed ``float16`` on GPUs, mixed ``bfloat16`` on CPUs for which
-            :func:`cpu_has_bfloat16`, else ``float32``), ``on``/``off``,
+            :func:`cpu_prefers_bfloat16`, else ``float32``), ``on``/``off``,
             or a Keras policy name (``mixed_float16``, ``mixed_bfloat16``, ``float32``).
 
     Returns:
@@ -103,7 +111,7 @@ def setup_devices(devices: str | None = None, mixed_precision: str = "auto") -> 
     on_gpu = any("GPU" in d.upper() for d in chosen)
     mp = (mixed_precision or "auto").lower()
     if mp == "auto":
-        policy = "mixed_float16" if on_gpu else ("mixed_bfloat16" if cpu_has_bfloat16() else "float32")
+        policy = "mixed_float16" if on_gpu else ("mixed_bfloat16" if cpu_prefers_bfloat16() else "float32")
     elif mp in ("on", "true", "yes"):
         policy = "mixed_float16" if on_gpu else "mixed_bfloat16"
     elif mp in ("off", "false", "no"):

@@ -71,7 +71,7 @@ def train_command(
     devices: Annotated[str | None, typer.Option("--devices", help="auto (all GPUs, else CPU), cpu, gpu, "
                                                 "gpu:0,1 ...", show_default=False)] = None,
     mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="auto (float16 on GPUs, bfloat16 on "
-                                                 "CPUs with AVX512-BF16 or AMX), on, off.")] = "auto",
+                                                 "CPUs where it is faster: AMX, or AMD with AVX512-BF16), on, off.")] = "auto",
     pipeline: Annotated[str, typer.Option("--pipeline", help="Where batches are made: host (tf.data), device "
                                           "(the split kept on the device, batches made in the training step) or "
                                           "auto (device on GPUs).")] = "auto",
