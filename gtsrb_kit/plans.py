@@ -393,17 +393,24 @@ def train_setting_names() -> tuple[str, ...]:
 
 
 def _parse_settings(raw: Any, key: str, where: _Where, allowed: Sequence[str] | None = None) -> dict[str, Any]:
-    from gtsrb_kit.train import TrainConfig
+    """Training settings of ``[train]`` or a run; a ``recipe`` is expanded into its settings, the others win."""
+    from gtsrb_kit.train import TrainConfig, recipe
 
     if not isinstance(raw, dict):
         raise where.error(key, "must be a table of training settings")
     allowed = tuple(allowed) if allowed is not None else train_setting_names()
+    settings = dict(raw)
+    if "recipe" in settings:
+        name = settings.pop("recipe")
+        settings = {**where.check(f"{key}.recipe", recipe, name).settings(), **settings}
     for k, v in raw.items():
+        if k == "recipe":
+            continue
         if k not in allowed:
-            raise where.error(f"{key}.{k}", f"unknown training setting (known: {', '.join(allowed)})")
+            raise where.error(f"{key}.{k}", f"unknown training setting (known: recipe, {', '.join(allowed)})")
         if k != "model_options":  # depends on the model: checked when the run's config is made
             where.check(f"{key}.{k}", _check_setting, TrainConfig, k, v)
-    return dict(raw)
+    return settings
 
 
 def _check_setting(config: type, name: str, value: Any) -> None:

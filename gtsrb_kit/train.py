@@ -96,6 +96,46 @@ SELECTIONS: dict[str, Callable[[dict[str, float]], float]] = {
 }
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of measured training settings (``gtsrb-kit train --recipe NAME``).
+
+    ``augment`` and ``model`` are the command's defaults under the recipe; :meth:`settings` are
+    the :class:`TrainConfig` fields it sets (a plan's ``recipe`` sets only these). Settings given
+    beside a recipe override it. The README's Training section has the figures.
+    """
+
+    description: str
+    epochs: int
+    ema: float | None = 0.999
+    select: str = "val_loss"
+    augment: str = "strong"
+    model: str = DEFAULT_MODEL
+
+    def settings(self) -> dict[str, Any]:
+        """The training settings (``epochs``, ``ema``, ``select``) as keyword arguments of :func:`train`."""
+        return {"epochs": self.epochs, "ema": self.ema, "select": self.select}
+
+
+RECIPES: dict[str, Recipe] = {
+    "quick": Recipe("12 epochs with a moving average of the weights, kept by validation loss: "
+                    "the shortest schedule measured that ends at 99.5 % on average", epochs=12),
+    "accurate": Recipe("20 epochs with a moving average of the weights, kept by validation loss: "
+                       "the README's accuracy table (cli/accuracy.toml)", epochs=20),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``.
+
+    Raises:
+        ConfigError: No such recipe.
+    """
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
 def _ema_optimizer(net: Any) -> Any:
     """The optimizer that keeps ``net``'s moving average, or None (``ema`` off)."""
     optimizer = getattr(net.optimizer, "inner_optimizer", net.optimizer)  # under a loss-scale optimizer

@@ -147,8 +147,32 @@ name = "quick"
     assert plan.runs[1].dataset.name == "set-24x24-RGB"
 
 
+def test_a_recipe_stands_for_its_settings_and_given_ones_win(two_files: Path) -> None:
+    from gtsrb_kit.train import recipe
+
+    plan = load_plan(write(two_files / "plan.toml", """
+datasets = ["data/set-24x24-L.h5"]
+[train]
+recipe = "accurate"
+seed = 1
+[[runs]]
+dataset = "set-24x24-L"
+model = "vgg-bn"
+[[runs]]
+dataset = "set-24x24-L"
+model = "vgg-bn"
+recipe = "quick"
+ema = 0.99
+name = "short"
+"""))
+    assert plan.runs[0].settings == {**recipe("accurate").settings(), "seed": 1}
+    assert plan.runs[1].settings == {"epochs": 12, "ema": 0.99, "select": "val_loss", "seed": 1}
+
+
 @pytest.mark.parametrize(("text", "key"), [
     ("models = ['v1']\ndatasets = ['a.h5']\nepoch = 3\n", "epoch"),
+    ("models = ['v1']\ndatasets = ['a.h5']\n[train]\nrecipe = 'fastest'\n", "train.recipe: unknown recipe 'fastest'"),
+    ("models = ['v1']\ndatasets = ['a.h5']\n[train]\nrecipe = ['quick']\n", "train.recipe: unknown recipe"),
     ("models = ['v1']\ndatasets = ['a.h5']\n[train]\nepochs = 0\n", "train.epochs"),
     ("models = ['v1']\ndatasets = ['a.h5']\n[train]\nlearnin_rate = 0.1\n", "train.learnin_rate"),
     ("models = ['nope']\ndatasets = ['a.h5']\n", "models"),

@@ -230,12 +230,35 @@ def test_cli_errors(tmp_path: Path, cooked: Path) -> None:
     assert unknown.exit_code == 2 and "error: unknown model 'resnet-9000'" in unknown.output
     ema = runner.invoke(app, ["train", "--data", str(cooked), "--ema", "1.5", "--run-dir", str(tmp_path / "r")])
     assert ema.exit_code == 2 and "error: ema momentum must be between 0 and 1" in ema.output
-    assert "Traceback" not in missing.output + bad.output + unknown.output + ema.output
+    recipe = runner.invoke(app, ["train", "--data", str(cooked), "--recipe", "fastest", "--run-dir", str(tmp_path / "r")])
+    assert recipe.exit_code == 2 and "error: unknown recipe 'fastest'; use one of quick, accurate" in recipe.output
+    assert "Traceback" not in missing.output + bad.output + unknown.output + ema.output + recipe.output
     assert not (tmp_path / "r").exists()
     with pytest.raises(DataError):
         from gtsrb_kit.train import train
 
         train(foreign, run_dir=tmp_path / "r")
+
+
+def test_cli_recipe_gives_its_settings_and_options_beside_it_win(tmp_path: Path, cooked: Path) -> None:
+    from gtsrb_kit.cli import app
+    from gtsrb_kit.train import RECIPES
+
+    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    assert all(name in help_text for name in RECIPES)
+    result = CliRunner().invoke(app, ["train", "--data", str(cooked), "--recipe", "quick", "--epochs", "1",
+                                      "--model-option", "width=8", "--run-dir", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    args = json.loads((tmp_path / "r" / "config.json").read_text())["args"]
+    quick = RECIPES["quick"]
+    assert (args["model"], args["augment"], args["ema"], args["select"]) == (quick.model, quick.augment, quick.ema,
+                                                                               quick.select)
+    assert args["epochs"] == 1  # given beside the recipe: it wins
+    plain = CliRunner().invoke(app, ["train", "--data", str(cooked), "--epochs", "1", "--model-option", "width=8",
+                                     "--run-dir", str(tmp_path / "p"), "-q"])
+    assert plain.exit_code == 0, plain.output
+    args = json.loads((tmp_path / "p" / "config.json").read_text())["args"]
+    assert (args["augment"], args["ema"], args["select"]) == ("none", None, "val_accuracy")
 
 
 def test_cli_augment_preview(cooked: Path, tmp_path: Path) -> None:

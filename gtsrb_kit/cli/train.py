@@ -42,15 +42,21 @@ def train_command(
     data: DataOption = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name (see `gtsrb-kit models`). "
                                               "Default: vgg-bn.", show_default=False)] = None,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment the training images "
-                                          "(preset: --preset).")] = False,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="Measured settings to start from: quick (12 "
+                                               "epochs) or accurate (20 epochs), both vgg-bn, strong augmentation, "
+                                               "--ema 0.999, --select val_loss; options given beside it win.",
+                                               show_default=False)] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Augment the training images "
+                                                 "(preset: --preset). Default: no, or the recipe's.",
+                                                 show_default=False)] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Augmentation preset: none, fidle or strong; "
                                                "implies --augment. Default with --augment: strong.",
                                                show_default=False)] = None,
     augment_path: Annotated[str, typer.Option("--augment-path", help="How to augment: tf (in-graph, the "
                                               "default; auto and batch are other names for it) or albumentations "
                                               "(the presets rendered by albumentations).")] = "auto",
-    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (also when resuming).", min=1)] = 10,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Total epochs (also when resuming). Default: 10, "
+                                               "or the recipe's.", min=1, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.", min=1)] = 64,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder. Default: <runs dir>/<model>-"
                                                  "<data stem> ($GTSRB_KIT_RUNS or ./runs).",
@@ -63,8 +69,9 @@ def train_command(
                                                         show_default=False)] = None,
     lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="constant, cosine (default) or "
                                                     "onecycle.", show_default=False)] = None,
-    select: Annotated[str, typer.Option("--select", help="The validation score that picks best.keras: "
-                                        "val_accuracy or val_loss (smoother).")] = "val_accuracy",
+    select: Annotated[str | None, typer.Option("--select", help="The validation score that picks best.keras: "
+                                               "val_accuracy (default) or val_loss (smoother; the recipes').",
+                                               show_default=False)] = None,
     early_stopping: Annotated[int | None, typer.Option("--early-stopping", help="Stop after this many epochs "
                                                        "without a better validation accuracy.",
                                                        show_default=False)] = None,
@@ -91,13 +98,20 @@ def train_command(
     from gtsrb_kit.augment import DEFAULT_PRESET
     from gtsrb_kit.models import DEFAULT_MODEL
     from gtsrb_kit.train import default_data_file, train
+    from gtsrb_kit.train import recipe as find_recipe
 
-    chosen = preset if preset is not None else (DEFAULT_PRESET if augment else "none")
+    base = find_recipe(recipe) if recipe is not None else None
+    settings = base.settings() if base is not None else {}
+    settings.update({k: v for k, v in (("epochs", epochs), ("select", select), ("ema", ema)) if v is not None})
+    if preset is None and augment is None:
+        chosen = base.augment if base is not None else "none"
+    else:
+        chosen = preset if preset is not None else (DEFAULT_PRESET if augment else "none")
     metrics = train(
-        data if data is not None else default_data_file(), model=model or DEFAULT_MODEL, augment=chosen,
-        epochs=epochs, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
+        data if data is not None else default_data_file(), model=model or (base.model if base else DEFAULT_MODEL),
+        augment=chosen, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
         learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
-        select=select, pipeline=pipeline, ema=ema,
+        pipeline=pipeline, **settings,
         mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
         augment_path=augment_path, model_options=_parse_options(model_option or []),
     )
