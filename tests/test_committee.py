@@ -60,6 +60,26 @@ def test_committee_mismatches_are_one_line_errors(members: list[tuple[Path, Path
         committee_scores([a, b], [rgb, other])
 
 
+def test_no_committee_of_all_across_sources(members: list[tuple[Path, Path]], synth_root: Path,
+                                            tmp_path: Path) -> None:
+    """Runs cooked from different sources have different test splits: no committee of all, no error."""
+    import shutil
+
+    from gtsrb_kit.cook import cook_dataset
+    from gtsrb_kit.report import build_report, evaluate_committees
+
+    (a, _), _, (c, _) = members
+    other = cook_dataset(synth_root, tmp_path / "data", sizes=(28,), modes=("L",), scale=0.5, workers=1)[0].path
+    for model in (a, c):
+        shutil.copytree(model.parent, tmp_path / "runs" / model.parent.name)
+    metrics_file = tmp_path / "runs" / c.parent.name / "metrics.json"
+    metrics_file.write_text(json.dumps({**json.loads(metrics_file.read_text()), "data": str(other)}))
+    assert evaluate_committees(tmp_path / "runs") == []
+    report = build_report(tmp_path / "runs")
+    assert report["committee_of_all"]["runs"] == [a.parent.name, c.parent.name]
+    assert report["committee_of_all"]["committee"] == {}
+
+
 def test_tta_views_never_flip_and_start_with_the_image() -> None:
     from gtsrb_kit.evaluate import TTA_VIEWS, tta_view
 
