@@ -254,11 +254,27 @@ def test_cli_recipe_gives_its_settings_and_options_beside_it_win(tmp_path: Path,
     assert (args["model"], args["augment"], args["ema"], args["select"]) == (quick.model, quick.augment, quick.ema,
                                                                                quick.select)
     assert args["epochs"] == 1  # given beside the recipe: it wins
-    plain = CliRunner().invoke(app, ["train", "--data", str(cooked), "--epochs", "1", "--model-option", "width=8",
-                                     "--run-dir", str(tmp_path / "p"), "-q"])
-    assert plain.exit_code == 0, plain.output
-    args = json.loads((tmp_path / "p" / "config.json").read_text())["args"]
-    assert (args["augment"], args["ema"], args["select"]) == ("none", None, "val_accuracy")
+
+
+def test_cli_without_a_recipe_keeps_the_plain_defaults(monkeypatch: pytest.MonkeyPatch, cooked: Path) -> None:
+    import gtsrb_kit.train
+    from gtsrb_kit.cli import app
+
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(data, **kwargs):  # the CLI's call into the library, not a training
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(gtsrb_kit.train, "train", capture)
+    CliRunner().invoke(app, ["train", "--data", str(cooked)])
+    assert seen["augment"] == "none" and not {"epochs", "ema", "select"} & set(seen)  # train()'s own defaults
+    CliRunner().invoke(app, ["train", "--data", str(cooked), "--augment", "--recipe", "accurate", "--select",
+                             "val_accuracy"])
+    assert (seen["augment"], seen["epochs"], seen["ema"], seen["select"]) == ("strong", 20, 0.999, "val_accuracy")
 
 
 def test_cli_augment_preview(cooked: Path, tmp_path: Path) -> None:
