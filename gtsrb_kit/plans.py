@@ -399,18 +399,16 @@ def _parse_settings(raw: Any, key: str, where: _Where, allowed: Sequence[str] | 
     if not isinstance(raw, dict):
         raise where.error(key, "must be a table of training settings")
     allowed = tuple(allowed) if allowed is not None else train_setting_names()
-    settings = dict(raw)
-    if "recipe" in settings:
-        name = settings.pop("recipe")
-        settings = {**where.check(f"{key}.recipe", recipe, name).settings(), **settings}
-    for k, v in raw.items():
-        if k == "recipe":
-            continue
+    given = dict(raw)
+    name = given.pop("recipe", None)
+    for k, v in given.items():
         if k not in allowed:
             raise where.error(f"{key}.{k}", f"unknown training setting (known: recipe, {', '.join(allowed)})")
         if k != "model_options":  # depends on the model: checked when the run's config is made
             where.check(f"{key}.{k}", _check_setting, TrainConfig, k, v)
-    return settings
+    if "recipe" not in raw:
+        return given
+    return {**where.check(f"{key}.recipe", recipe, name).settings(), **given}
 
 
 def _check_setting(config: type, name: str, value: Any) -> None:

@@ -18,7 +18,7 @@ from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import plot_curves, pyplot, save_png
 from gtsrb_kit.runs import (  # noqa: F401 - the run summary, also importable from here
     REPORT_FORMAT, REPORT_JSON, ROW_FIELDS, best_per_dataset, build_report, collect_runs, read_history, read_json,
-    BEST_FILE, committee_folder, seed_groups, update_report_json,
+    BEST_FILE, committee_folder, finished, seed_groups, update_report_json,
 )
 
 REPORT_MD = "report.md"
@@ -331,7 +331,7 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
         wanted.append((None, report["committee_of_all"]["runs"]))
     written = []
     for recipe, names in wanted:
-        done = [rows[name] for name in names if rows[name]["status"] == "done" and rows[name]["dataset_path"]]
+        done = [r for r in finished([rows[name] for name in names]) if r["dataset_path"]]
         if len(done) < 2:
             continue
         out = committee_folder(run_dir, recipe, tta)

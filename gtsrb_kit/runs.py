@@ -467,7 +467,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Keys: ``format``, ``name`` (the plan's), ``counts`` (runs per status), ``best_per_dataset`` and
     ``best`` (the finished runs chosen by validation accuracy, per dataset and overall; test
     accuracy never chooses), ``groups`` (runs that differ only by seed: :func:`seed_groups`),
-    ``committee_of_all`` (:func:`committee_of_all`) and ``runs`` (the rows). No timestamps, so the same files on disk always give the same report.
+    ``committee_of_all`` (:func:`committee_of_all`) and ``runs`` (the rows). No timestamps, so the
+    same files on disk always give the same report.
     """
     run_dir = Path(run_dir)
     rows = collect_runs(run_dir)

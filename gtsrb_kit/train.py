@@ -105,7 +105,6 @@ class Recipe:
     beside a recipe override it. The README's Training section has the figures.
     """
 
-    description: str
     epochs: int
     ema: float | None = 0.999
     select: str = "val_loss"
@@ -118,10 +117,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "quick": Recipe("12 epochs with a moving average of the weights, kept by validation loss: "
-                    "the shortest schedule measured that ends at 99.5 % on average", epochs=12),
-    "accurate": Recipe("20 epochs with a moving average of the weights, kept by validation loss: "
-                       "the README's accuracy table (cli/accuracy.toml)", epochs=20),
+    "quick": Recipe(epochs=12),  # the shortest schedule measured that ends at 99.5 % on average
+    "accurate": Recipe(epochs=20),  # the README's accuracy table (cli/accuracy.toml)
 }
 
 

@@ -209,8 +209,9 @@ def report_command(
                           f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} %; committee "
                           f"{committee_text(g['committee'])}, with TTA {committee_text(g['committee_tta'])}",
                           markup=False, highlight=False)
-    if committee_of_all_text(report):
-        console.print(committee_of_all_text(report), markup=False, highlight=False)
+    every = committee_of_all_text(report)
+    if every:
+        console.print(every, markup=False, highlight=False)
     if report["best"]:
         console.print(f"chosen by validation accuracy: {report['best']}  (bold green: the run chosen per dataset)",
                       markup=False)
