@@ -93,6 +93,7 @@ def versions() -> dict[str, str]:
 SELECTIONS: dict[str, Callable[[dict[str, float]], float]] = {
     "val_accuracy": lambda row: row.get("val_accuracy", float("nan")),
     "val_loss": lambda row: -row.get("val_loss", float("nan")),
+    "last": lambda row: float(row["epoch"]),
 }
 
 
@@ -202,7 +203,7 @@ def _make_state_callback(run_dir: Path, state: dict[str, Any], preprocessing: di
             state["history"].append(row)
             state["seed_states"] = [np.asarray(v).tolist() for v in _seed_states(self.model)]
             state["epochs_completed"] = epoch + 1
-            val, score = row.get("val_accuracy", float("nan")), SELECTIONS[select](row)
+            val, score = row.get("val_accuracy"), SELECTIONS[select](row)
             if score > state["best_score"]:
                 state["best_score"], state["best_val_accuracy"], state["best_epoch"] = score, val, epoch + 1
                 with averaged_weights(self.model):
@@ -283,6 +284,7 @@ class TrainConfig:
     select: str = "val_accuracy"
     pipeline: str = "auto"
     ema: float | None = None
+    refit: bool = False
 
     def __post_init__(self) -> None:
         self.data = Path(self.data) if self.data is not None else default_data_file()
@@ -304,6 +306,16 @@ class TrainConfig:
             raise ConfigError(f"early stopping patience must be at least 1 epoch, got {self.early_stopping}")
         if self.ema is not None and not 0 < float(self.ema) < 1:
             raise ConfigError(f"ema momentum must be between 0 and 1 (e.g. 0.999), got {self.ema}")
+        self.refit = bool(self.refit)
+        if self.refit and self.early_stopping is not None:
+            raise ConfigError("early stopping watches the validation images, which --refit trains on; "
+                              "drop --early-stopping")
+        if self.refit:  # nothing is left to select on: the run keeps its last epoch
+            self.select = "last"
+
+    def training_splits(self) -> tuple[str, ...]:
+        """The splits of the cooked file that the run trains on."""
+        return ("train", "val") if self.refit else ("train",)
 
     def resolve(self) -> None:
         """Fill in the defaults that depend on other settings (learning rate, run folder)."""
@@ -423,13 +435,23 @@ def steps_per_execution(steps: int, gpu: bool, most: int = 32) -> int:
     return max(d for d in range(1, min(most, steps) + 1) if steps % d == 0) if gpu else 1
 
 
+def _training_images(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of the splits the run trains on, in split order."""
+    from gtsrb_kit.store import load_split
+
+    parts = [load_split(cfg.data, split) for split in cfg.training_splits()]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
 def _train_from_device(cfg: TrainConfig, net: Any, augmenter: Any, classes: int, initial_epoch: int) -> Any:
     """Make ``net``'s training step build its own batch; returns the dataset of batch numbers to fit on."""
     import tensorflow as tf
 
-    from gtsrb_kit.store import DeviceBatches, load_split
+    from gtsrb_kit.store import DeviceBatches
 
-    x, y = load_split(cfg.data, "train")
+    x, y = _training_images(cfg)
     strategy = net.distribute_strategy
     with strategy.scope():
         batches = DeviceBatches(x, y, batch_size=cfg.batch_size, seed=cfg.seed, augmenter=augmenter,
@@ -452,7 +474,7 @@ def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[
     """Train from the state's next epoch to ``cfg.epochs`` (or the early stop); ``hooks``: progress, extra callbacks."""
     import keras
 
-    from gtsrb_kit.store import tf_dataset
+    from gtsrb_kit.store import array_dataset, tf_dataset
 
     progress, extra = hooks
     initial_epoch = int(state["epochs_completed"])
@@ -463,9 +485,10 @@ def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[
     if pipeline == "device":
         ds_train = _train_from_device(cfg, net, augmenter, classes, initial_epoch)
     else:
-        ds_train = tf_dataset(cfg.data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                              augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
-    ds_val = tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size), num_classes=classes)
+        ds_train = array_dataset(*_training_images(cfg), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                 augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
+    ds_val = None if cfg.refit else tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size),
+                                               num_classes=classes)
     callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs, select=cfg.select,
                                       early_stopping=cfg.early_stopping, progress=progress), *extra]
     if _ema_optimizer(net) is not None:
@@ -490,7 +513,7 @@ def _final_metrics(cfg: TrainConfig, data: _Data, state: dict[str, Any], test: t
     return {
         "test_accuracy": round(float(np.mean(y_pred == y_test)), 6),
         "test_errors": int(np.sum(y_pred != y_test)), "test_count": int(len(y_test)),
-        "best_val_accuracy": round(float(state["best_val_accuracy"]), 6),
+        "best_val_accuracy": None if cfg.refit else round(float(state["best_val_accuracy"]), 6),
         "best_epoch": int(state["best_epoch"]), "select": cfg.select, "epochs_completed": int(state["epochs_completed"]),
         "epochs": cfg.epochs, "stopped_early": bool(state.get("stopped_early")),
         "resumed_from_epoch": initial_epoch if cfg.resume and initial_epoch else None,
@@ -504,7 +527,8 @@ def _final_metrics(cfg: TrainConfig, data: _Data, state: dict[str, Any], test: t
         "augment": augmenter.preset, "augment_path": augmenter.path_for(data.input_shape),
         "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
         "devices": runtime["devices"], "replicas": runtime["replicas"], "mixed_precision": runtime["policy"],
-        "pipeline": runtime["pipeline"], "ema": cfg.ema,
+        "pipeline": runtime["pipeline"], "ema": cfg.ema, "refit": cfg.refit,
+        "train_images": sum(data.counts[split] for split in cfg.training_splits()),
         "versions": versions(), "per_class": per_class_report(y_test, y_pred, data.class_names),
     }
 
@@ -533,6 +557,7 @@ def train(
     select: str = "val_accuracy",
     pipeline: str = "auto",
     ema: float | None = None,
+    refit: bool = False,
     callbacks: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a cooked file, keep the best validation checkpoint, test it once.
@@ -558,7 +583,10 @@ def train(
             ``{"width": 16}``); ``select`` (the validation score that picks ``best.keras``:
             ``val_accuracy`` or ``val_loss``, see :data:`SELECTIONS`); ``pipeline`` (where batches
             are made, see :data:`PIPELINES`); ``ema`` (momentum of a moving average of
-            the weights, e.g. ``0.999``, that validation, ``best.keras`` and the test use; default none).
+            the weights, e.g. ``0.999``, that validation, ``best.keras`` and the test use; default none);
+            ``refit`` (train on the training and validation images, for a schedule chosen on
+            validation before: no validation, ``best.keras`` is the last epoch, ``select`` is
+            ``last``; ``best_val_accuracy`` is None).
 
     Returns:
         The metrics dict, also written to ``run_dir/metrics.json``.
@@ -604,7 +632,7 @@ def run_training(cfg: TrainConfig, *, progress: ProgressCallback | None = None,
     pipeline = resolve_pipeline(cfg.pipeline, setup.gpu, augmenter)
     config["runtime"] = {"devices": setup.devices, "replicas": setup.replicas, "pipeline": pipeline,
                          "policy": keras.mixed_precision.global_policy().name, "jit_compile": setup.jit_compile}
-    steps = steps_per_epoch(data.counts["train"], cfg.batch_size, pipeline)
+    steps = steps_per_epoch(sum(data.counts[s] for s in cfg.training_splits()), cfg.batch_size, pipeline)
     try:
         net, state = _build_or_resume(cfg, data, setup, steps)
         with run_lock(run_dir):

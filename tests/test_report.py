@@ -251,6 +251,34 @@ def test_recipes_that_differ_by_a_setting_are_told_apart(tmp_path: Path) -> None
     assert "set-24x24-L v1 none, batch_size=8, epochs=4: 2 seed(s) done, test accuracy 96.00 ± 1.41 %" in out
 
 
+def test_refitted_runs_are_a_recipe_of_their_own_and_never_chosen(tmp_path: Path) -> None:
+    """Runs trained on train+val have no validation score: grouped apart, shown, never the chosen run."""
+    data = tmp_path / "set-24x24-L.h5"
+    data.write_bytes(b"x")
+    plan = plan_from_dict({"name": "refit", "train": {"batch_size": 8, "epochs": 3}, "runs": [
+        {"dataset": str(data), "model": "v1", "seed": s, "name": f"{'refit' if r else 'plain'}__s{s}",
+         **({"refit": True} if r else {})} for r in (False, True) for s in (0, 1)]})
+    run_dir = tmp_path / "runs"
+    freeze_plan(plan, run_dir)
+    for run, acc in zip(plan.runs, (0.90, 0.92, 0.97, 0.99)):
+        refit = run.settings.get("refit", False)
+        (run_dir / run.name).mkdir(parents=True)
+        (run_dir / run.name / "run.json").write_text(json.dumps({"name": run.name, "dataset_path": str(data),
+                                                                 "identity": run.identity()}))
+        (run_dir / run.name / "metrics.json").write_text(json.dumps({
+            "test_accuracy": acc, "best_val_accuracy": None if refit else acc, "epochs_completed": 3, "model": "v1",
+            "data": str(data), "seed": run.settings["seed"], "augment": "none", "batch_size": 8, "refit": refit}))
+    report = build_report(run_dir)
+    assert report["best"] == "plain__s1" and report["best_per_dataset"] == {"set-24x24-L": "plain__s1"}
+    refit = next(g for g in report["groups"] if g["recipe"].get("refit"))
+    assert refit["runs"] == ["refit__s0", "refit__s1"] and refit["best_val_accuracy_mean"] is None
+    assert refit["test_accuracy_mean"] == pytest.approx(0.98)
+    md = write_report(run_dir).markdown.read_text()
+    assert "| set-24x24-L v1 none, batch_size=8, epochs=3, refit=True | 2/2 | 0, 1 | - | 98.00 ± 1.41 |" in md
+    out = runner.invoke(app, ["report", str(run_dir)])
+    assert out.exit_code == 0 and "refit=True: 2 seed(s) done, test accuracy 98.00 ± 1.41 %" in out.stdout
+
+
 def test_corruption_accuracy_column(tmp_path: Path) -> None:
     run_dir = make_sweep(tmp_path, ACC)
     (run_dir / "set-24x24-L__v1__none" / "robustness").mkdir()

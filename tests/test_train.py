@@ -336,6 +336,46 @@ def test_unknown_selection() -> None:
         TrainConfig(select="test_accuracy")
 
 
+@pytest.mark.parametrize("pipeline", ["host", "device"])
+def test_refit_trains_on_train_and_val_and_keeps_the_last_epoch(cooked: Path, tmp_path: Path, pipeline: str) -> None:
+    import keras
+
+    from gtsrb_kit.store import read_info
+    from gtsrb_kit.train import read_history, train
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_begin(self, logs: object = None) -> None:
+            self.steps = [0, 0]
+
+        def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+            self.steps[self.epoch] += 1
+
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            self.epoch = epoch
+
+    counts = {s: read_info(cooked)["splits"][s]["count"] for s in ("train", "val")}
+    images = counts["train"] + counts["val"]
+    steps = Steps()
+    metrics = train(cooked, model="vgg-bn", epochs=2, batch_size=32, run_dir=tmp_path / "r", verbose=0,
+                    model_options=TINY, ema=0.9, select="val_loss", refit=True, pipeline=pipeline, callbacks=[steps])
+    assert steps.steps == [images // 32 if pipeline == "device" else math.ceil(images / 32)] * 2
+    assert metrics["refit"] and metrics["train_images"] == images and metrics["select"] == "last"
+    assert metrics["best_epoch"] == 2 and metrics["best_val_accuracy"] is None
+    assert not any(k.startswith("val_") for k in read_history(tmp_path / "r"))
+
+
+def test_cli_refit_and_its_refusal_of_early_stopping(cooked: Path, tmp_path: Path) -> None:
+    from gtsrb_kit.cli import app
+
+    base = ["train", "--data", str(cooked), "--refit", "--epochs", "1", "--model-option", "width=8", "-q"]
+    stop = CliRunner().invoke(app, [*base, "--early-stopping", "2", "--run-dir", str(tmp_path / "x")])
+    assert stop.exit_code == 2 and "error: early stopping watches the validation images" in stop.output
+    assert not (tmp_path / "x").exists()
+    done = CliRunner().invoke(app, [*base, "--run-dir", str(tmp_path / "r")])
+    assert done.exit_code == 0, done.output
+    assert "trained on train+val, kept at epoch 1/1" in done.output
+
+
 def test_extra_callbacks_see_every_epoch(cooked: Path, tmp_path: Path) -> None:
     """``train(callbacks=...)``: called at every epoch end, after the run's state; not a recorded setting."""
     import keras

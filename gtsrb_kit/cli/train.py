@@ -70,7 +70,8 @@ def train_command(
     lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="constant, cosine (default) or "
                                                     "onecycle.", show_default=False)] = None,
     select: Annotated[str | None, typer.Option("--select", help="The validation score that picks best.keras: "
-                                               "val_accuracy (default) or val_loss (smoother; the recipes').",
+                                               "val_accuracy (default), val_loss (smoother; the recipes') or last "
+                                               "(the last epoch).",
                                                show_default=False)] = None,
     early_stopping: Annotated[int | None, typer.Option("--early-stopping", help="Stop after this many epochs "
                                                        "without a better validation accuracy.",
@@ -84,6 +85,9 @@ def train_command(
                                           "auto (device on GPUs).")] = "auto",
     ema: Annotated[float | None, typer.Option("--ema", help="Validate, keep and test a moving average of the "
                                               "weights with this momentum (e.g. 0.999).", show_default=False)] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Also train on the validation images, for a schedule "
+                                        "chosen on validation before (e.g. --recipe accurate): no validation, "
+                                        "best.keras is the last epoch.")] = False,
     model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Builder option KEY=VALUE of "
                                                            "the model (e.g. width=16 for vgg-bn); repeatable.",
                                                            show_default=False)] = None,
@@ -111,14 +115,15 @@ def train_command(
         data if data is not None else default_data_file(), model=model or (base.model if base else DEFAULT_MODEL),
         augment=chosen, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
         learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
-        pipeline=pipeline, **settings,
+        pipeline=pipeline, refit=refit, **settings,
         mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
         augment_path=augment_path, model_options=_parse_options(model_option or []),
     )
+    val = metrics["best_val_accuracy"]
+    kept = f"best validation accuracy {val:.4f}" if val is not None else "trained on train+val, kept"
     console.print(
         f"train: {metrics['model']} ({metrics['model_params']:,} parameters), augment {metrics['augment']}: "
-        f"best validation accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}/"
-        f"{metrics['epochs_completed']}; test accuracy {metrics['test_accuracy']:.4f} "
+        f"{kept} at epoch {metrics['best_epoch']}/{metrics['epochs_completed']}; test accuracy {metrics['test_accuracy']:.4f} "
         f"({metrics['test_errors']} errors / {metrics['test_count']}); {metrics['duration_s']:.0f} s",
         highlight=False, soft_wrap=True,
     )
