@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,9 @@ def _check_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> dict[
     old = read_json(existing)
     if old is None:
         raise ConfigError(f"{existing}: unreadable; delete the run folder and start again")
-    old_args, new_args = old.get("args", {}), config["args"]
+    # a setting newer than the run's config.json had its default then
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    old_args, new_args = {**defaults, **old.get("args", {})}, config["args"]
     diff = sorted(k for k in set(old_args) | set(new_args)
                   if k not in _RESUME_FREE and old_args.get(k) != new_args.get(k))
     if diff:

@@ -276,7 +276,7 @@ def test_refitted_runs_are_a_recipe_of_their_own_and_never_chosen(tmp_path: Path
     md = write_report(run_dir).markdown.read_text()
     assert "| set-24x24-L v1 none, batch_size=8, epochs=3, refit=True | 2/2 | 0, 1 | - | 98.00 ± 1.41 |" in md
     out = runner.invoke(app, ["report", str(run_dir)])
-    assert out.exit_code == 0 and "refit=True: 2 seed(s) done, test accuracy 98.00 ± 1.41 %" in out.stdout
+    assert out.exit_code == 0 and "refit=True: 2 seed(s) done, test accuracy 98.00 ± 1.41 %, validation -, lowest" in out.stdout
 
 
 def test_corruption_accuracy_column(tmp_path: Path) -> None:

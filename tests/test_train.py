@@ -213,6 +213,25 @@ def test_resume_of_finished_run_returns_its_metrics(first_run: tuple[Path, dict]
     assert again == json.loads(json.dumps(metrics))
 
 
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(first_run: tuple[Path, dict], cooked: Path,
+                                                                      tmp_path: Path) -> None:
+    import shutil
+
+    from gtsrb_kit.train import train
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(first_run[0], run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    for key in ("refit", "ema"):
+        del config["args"][key]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    same = dict(model="vgg-bn", augment="strong", epochs=2, batch_size=64, run_dir=run_dir, seed=0, resume=True,
+                verbose=0, model_options=TINY)
+    assert train(cooked, **same) == json.loads(json.dumps(first_run[1]))
+    with pytest.raises(ConfigError, match=r"cannot resume with different settings \(refit: False -> True, select"):
+        train(cooked, **same, refit=True)
+
+
 def test_cli_errors(tmp_path: Path, cooked: Path) -> None:
     from gtsrb_kit.cli import app
 

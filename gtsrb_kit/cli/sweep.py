@@ -167,6 +167,14 @@ def _run(plan: Any, run_dir: Path, task_id: int | None, only: list[str] | None, 
         raise typer.Exit(1)
 
 
+
+def _percent(group: dict, key: str) -> str:
+    """A seed group's ``key`` as ``mean ± std %``, ``-`` where no run has it (validation of refitted runs)."""
+    from gtsrb_kit.report import mean_std
+
+    text = mean_std(group[f"{key}_mean"], group[f"{key}_std"])
+    return text if text == "-" else f"{text} %"
+
 @app.command("report")
 def report_command(
     run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep's run folder (or any folder of runs).",
@@ -179,8 +187,8 @@ def report_command(
 ) -> None:
     """Tabulate a sweep (the run chosen per dataset by validation highlighted; mean ± std over seeds) and
     write report.json/.md/.html and charts."""
-    from gtsrb_kit.report import (committee_of_all_text, committee_text, evaluate_committees, format_cell, mean_std,
-                                  recipe_text, write_report)
+    from gtsrb_kit.report import (committee_of_all_text, committee_text, evaluate_committees, format_cell, recipe_text,
+                                  write_report)
 
     if committee:
         for with_tta in (False, True) if tta else (False,):
@@ -203,10 +211,9 @@ def report_command(
     console.print(table)
     for g in report["groups"]:
         if len(g["runs"]) > 1:
-            console.print(f"{recipe_text(g['recipe'])}: {g['done']} seed(s) done, test "
-                          f"accuracy {mean_std(g['test_accuracy_mean'], g['test_accuracy_std'])} %, validation "
-                          f"{mean_std(g['best_val_accuracy_mean'], g['best_val_accuracy_std'])} %, lowest recall "
-                          f"{mean_std(g['lowest_recall_mean'], g['lowest_recall_std'])} %; committee "
+            test, val, low = (_percent(g, key) for key in ("test_accuracy", "best_val_accuracy", "lowest_recall"))
+            console.print(f"{recipe_text(g['recipe'])}: {g['done']} seed(s) done, test accuracy {test}, validation "
+                          f"{val}, lowest recall {low}; committee "
                           f"{committee_text(g['committee'])}, with TTA {committee_text(g['committee_tta'])}",
                           markup=False, highlight=False)
     every = committee_of_all_text(report)
