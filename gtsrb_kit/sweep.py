@@ -350,8 +350,7 @@ class _Job:
             prepare_datasets(self.plan, datasets=[run.dataset], cook_fn=self.cook_fn, progress=self.progress,
                              log=self.log)
             self.prepared.add(run.dataset.name)
-        settings = ", ".join(f"{k}={v}" for k, v in run.settings.items())
-        self.log(f"{tag}: {'resuming' if resume else 'training'} ({settings or 'defaults'})")
+        self.log(f"{tag}: {'resuming' if resume else 'training'} ({_settings_text(run)})")
         metrics = self.train_fn(run.dataset.path, model=run.model, augment=run.augment, run_dir=folder,
                                 resume=resume, progress=self.progress, verbose=self.verbose, **run.settings)
         if not (folder / METRICS_FILE).is_file() and isinstance(metrics, dict):
@@ -363,3 +362,11 @@ class _Job:
         dur_txt = f" in {dur:.1f} s" if isinstance(dur, (int, float)) else ""
         self.log(f"{tag}: {acc_txt}{dur_txt}")
         return metrics
+
+
+def _settings_text(run: RunSpec) -> str:
+    """The run's settings as its training applies them (a refit, say, keeps its last epoch: select=last)."""
+    from gtsrb_kit.train import TrainConfig
+
+    config = TrainConfig(model=run.model, **run.settings)
+    return ", ".join(f"{k}={getattr(config, k)}" for k in run.settings) or "defaults"

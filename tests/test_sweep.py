@@ -249,6 +249,17 @@ def test_sweep_runs_all_then_skips_on_rerun(two_files: Path) -> None:
     assert len(trainer.calls) == 4
 
 
+def test_sweep_log_shows_settings_as_training_applies_them(two_files: Path) -> None:
+    # A refit has no validation images to select on: it keeps its last epoch, whatever the recipe says.
+    text = PLAN.replace('models = ["v1", "v2"]', 'models = ["v1"]') + 'select = "val_loss"\nrefit = true\n'
+    plan = load_plan(write(two_files / "plan.toml", text))
+    lines: list[str] = []
+    run_sweep(plan, two_files / "runs", train_fn=FakeTrainer(), log=lines.append)
+    started = [line for line in lines if ": training (" in line]
+    assert len(started) == 2 and all("select=last" in line and "refit=True" in line for line in started)
+    assert not any("select=val_loss" in line for line in lines)
+
+
 def test_interrupted_run_is_resumed_and_failed_run_retried(two_files: Path) -> None:
     plan = load_plan(write(two_files / "plan.toml", PLAN))
     killed, broken = plan.runs[1].name, plan.runs[2].name
