@@ -129,19 +129,25 @@ def split_scores(model: Any, data: str | Path, split: str = "test", batch_size: 
 
 
 def committee_scores(models: Sequence[str | Path], data: Sequence[str | Path], split: str = "test",
-                     batch_size: int = 256, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+                     batch_size: int = 256, *, tta: bool = False, cache: dict[tuple, tuple] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """:func:`split_scores` of a committee: the mean of its members' probabilities.
 
     Each member reads its own data file (``data[i]``, cooked with its size and mode), so a
     committee may mix variants; the files must hold the same images in the same order (their
-    labels are compared).
+    labels are compared). ``cache`` (a dict kept by the caller) holds each member's scores, so
+    committees that share members predict each of them once.
     """
     if len(models) != len(data):
         raise ConfigError(f"{len(models)} models but {len(data)} data files; give one --data, or one per --model")
     first = None
     total = None
+    cache = {} if cache is None else cache
     for model_path, data_path in zip(models, data):
-        x, y, probs, names = split_scores(load_model(model_path), data_path, split, batch_size, tta=tta)
+        key = (str(Path(model_path).resolve()), str(Path(data_path).resolve()), split, tta)
+        if key not in cache:
+            cache[key] = split_scores(load_model(model_path), data_path, split, batch_size, tta=tta)
+        x, y, probs, names = cache[key]
         if first is None:
             first = (x, y, names)
         elif not np.array_equal(y, first[1]):
@@ -202,6 +208,7 @@ def evaluate(
     batch_size: int = 256,
     worst: int = 24,
     tta: bool = False,
+    cache: dict[tuple, tuple] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, per-class table, confusion matrix and worst mistakes of a model (or committee) on one split.
 
@@ -217,6 +224,7 @@ def evaluate(
         batch_size: Inference batch size.
         worst: How many misclassified images to show.
         tta: Average the probabilities over the :data:`TTA_VIEWS` of every image.
+        cache: Members' scores kept between calls (see :func:`committee_scores`).
 
     Returns:
         ``{"accuracy", "count", "errors", "per_class": [...], "files": {...}, ...}``.
@@ -229,7 +237,7 @@ def evaluate(
     if not models:
         raise ConfigError("no model given; pass at least one --model")
     data_files = data_files * len(models) if len(data_files) == 1 else data_files
-    x, y, probs, names = committee_scores(models, data_files, split, batch_size, tta=tta)
+    x, y, probs, names = committee_scores(models, data_files, split, batch_size, tta=tta, cache=cache)
     model_path, data = models[0], data_files[0]
     prefix = f"committee{len(models)}-" if len(models) > 1 else ""
     prefix += "tta-" if tta else ""

@@ -319,7 +319,7 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
     Each committee is the mean of its members' probabilities (:func:`gtsrb_kit.evaluate.evaluate`),
     written to :func:`~gtsrb_kit.runs.committee_folder`; reports show it beside the group's mean.
     The committee of all is skipped when its runs were cooked from different sources (their test
-    splits differ). Returns the ``evaluation.json`` files written.
+    splits differ). Each model is predicted once. Returns the ``evaluation.json`` files written.
     """
     from gtsrb_kit.evaluate import evaluate
 
@@ -329,7 +329,7 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
     wanted = [(group["recipe"], group["runs"]) for group in report["groups"]]
     if report["committee_of_all"]:
         wanted.append((None, report["committee_of_all"]["runs"]))
-    written = []
+    written, cache = [], {}
     for recipe, names in wanted:
         done = [r for r in finished([rows[name] for name in names]) if r["dataset_path"]]
         if len(done) < 2:
@@ -337,7 +337,7 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
         out = committee_folder(run_dir, recipe, tta)
         try:
             evaluate([run_dir / r["run"] / BEST_FILE for r in done], [r["dataset_path"] for r in done],
-                     out_dir=out, tta=tta)
+                     out_dir=out, tta=tta, cache=cache)
         except DataError:
             if recipe is not None:
                 raise

@@ -45,6 +45,29 @@ def test_committee_is_the_mean_of_its_members(members: list[tuple[Path, Path]], 
         assert (tmp_path / name).is_file()
 
 
+def test_committees_sharing_members_predict_each_once(members: list[tuple[Path, Path]], tmp_path: Path) -> None:
+    import shutil
+
+    from gtsrb_kit.evaluate import committee_scores
+
+    copies = []
+    for model, data in members:  # copies, so the fixture's files stay
+        (tmp_path / model.parent.name).mkdir()
+        copies.append((Path(shutil.copy(model, tmp_path / model.parent.name / model.name)), data))
+    (a, rgb), (b, _), (c, gray) = copies
+    cache: dict = {}
+    _, _, pair, _ = committee_scores([a, b], [rgb, rgb], cache=cache)
+    _, y, every, _ = committee_scores([a, b, c], [rgb, rgb, gray], cache=cache)
+    assert len(cache) == 3
+    for model, _ in copies:
+        model.unlink()  # what the cache holds is not read again
+    _, y_again, every_again, _ = committee_scores([a, b, c], [rgb, rgb, gray], cache=cache)
+    assert np.array_equal(every_again, every) and np.array_equal(y_again, y)
+    assert np.array_equal(committee_scores([a, b], [rgb, rgb], cache=cache)[2], pair)
+    with pytest.raises(DataError, match="no such model file"):
+        committee_scores([a, b], [rgb, rgb], tta=True, cache=cache)  # other views: another entry
+
+
 def test_committee_mismatches_are_one_line_errors(members: list[tuple[Path, Path]], synth_root: Path,
                                                   tmp_path: Path) -> None:
     from gtsrb_kit.cook import cook_dataset
