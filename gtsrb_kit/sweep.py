@@ -368,5 +368,5 @@ def _settings_text(run: RunSpec) -> str:
     """The run's settings as its training applies them (a refit, say, keeps its last epoch: select=last)."""
     from gtsrb_kit.train import TrainConfig
 
-    config = TrainConfig(model=run.model, **run.settings)
+    config = TrainConfig(run.dataset.path, model=run.model, **run.settings)
     return ", ".join(f"{k}={getattr(config, k)}" for k in run.settings) or "defaults"
