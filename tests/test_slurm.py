@@ -224,13 +224,14 @@ def test_example_scripts_are_valid_and_not_a_package() -> None:
     assert len(plan.runs) == 12 and plan.runs[0].name == "set-24x24-RGB__v1__none"
 
 
-def test_accuracy_plan_is_the_accurate_recipe_on_two_inputs_and_a_refit() -> None:
+def test_accuracy_plan_is_the_accurate_recipe_on_three_inputs_and_a_refit() -> None:
     from gtsrb_kit.train import recipe
 
     plan = load_plan(EXAMPLES / "accuracy.toml", run_dir="/tmp/x")
-    assert [d.name for d in plan.datasets] == ["set-32x32-RGB-HE-roi", "set-32x32-L-CLAHE-roi"]
+    rgb, grey, large = ["set-32x32-RGB-HE-roi", "set-32x32-L-CLAHE-roi", "set-48x48-RGB-HE-roi"]
+    assert [d.name for d in plan.datasets] == [rgb, grey, large]
     assert [(r.dataset.name, r.settings["seed"], r.settings.get("refit", False)) for r in plan.runs] == [
-        (d.name, s, False) for d in plan.datasets for s in (0, 1, 2)] + [(plan.datasets[0].name, s, True) for s in (0, 1, 2)]
+        (name, s, refit) for name, refit in ((rgb, False), (grey, False), (rgb, True), (large, False)) for s in (0, 1, 2)]
     accurate = recipe("accurate").settings()
     assert all({k: r.settings[k] for k in accurate} == accurate for r in plan.runs)
     assert {(r.model, r.augment, r.settings["mixed_precision"]) for r in plan.runs} == {("vgg-bn", "strong", "off")}
