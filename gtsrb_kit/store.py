@@ -498,6 +498,7 @@ def tf_dataset(
     num_classes: int | None = None,
     repeat: bool = False,
     initial_epoch: int = 0,
+    class_balance: float = 0.0,
 ) -> Any:
     """A ``tf.data.Dataset`` of ``(images, labels)`` batches of one split: the pipeline training uses.
 
@@ -522,6 +523,8 @@ def tf_dataset(
         num_classes: Give one-hot ``float32`` labels of this many classes instead of ``int64`` ids.
         repeat: Endless: epochs follow each other in one iteration.
         initial_epoch: The first epoch's number (for resuming).
+        class_balance: With ``shuffle``, draw each epoch's images with replacement, rare classes
+            more often (0: the split's frequencies, 1: every class equally often; :func:`sampling_cdf`).
 
     Returns:
         A ``tf.data.Dataset`` yielding ``(x, y)``: ``x`` ``(B, H, W, C)`` float32 (or uint8),
@@ -532,16 +535,47 @@ def tf_dataset(
     x, y = load_split(path, split)
     return array_dataset(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, prefetch=prefetch,
                          normalize=normalize, drop_remainder=drop_remainder, augmenter=augmenter,
-                         num_classes=num_classes, repeat=repeat, initial_epoch=initial_epoch)
+                         num_classes=num_classes, repeat=repeat, initial_epoch=initial_epoch,
+                         class_balance=class_balance)
 
 
-def epoch_order(n: int, seed: int, epoch: Any) -> Any:
-    """The shuffled order of epoch ``epoch`` of a split of ``n`` images: a permutation drawn from ``(seed, epoch)``."""
+def check_class_balance(balance: float) -> float:
+    """``balance`` as a float, or :class:`ConfigError` unless it lies in [0, 1] (see :func:`sampling_cdf`)."""
+    value = float(balance)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"class balance {balance}: not between 0 and 1; use 0 (the split's class frequencies) "
+                          "to 1 (every class equally often)")
+    return value
+
+
+def sampling_cdf(labels: np.ndarray, balance: float) -> np.ndarray | None:
+    """The cumulative sampling distribution of class-balanced epochs, or None for plain shuffles (``balance`` 0).
+
+    An image of a class with ``c`` images is drawn with probability proportional to ``c ** -balance``:
+    0 keeps the split's class frequencies, 1 draws every class equally often, 0.5 between the two.
+    """
+    balance = check_class_balance(balance)
+    if balance == 0.0:
+        return None
+    labels = np.asarray(labels)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(np.float64) ** -balance
+    return np.cumsum(weights) / weights.sum()
+
+
+def epoch_order(n: int, seed: int, epoch: Any, cdf: Any = None) -> Any:
+    """The order of epoch ``epoch`` of a split of ``n`` images, drawn from ``(seed, epoch)``.
+
+    Without ``cdf`` a permutation (every image once); with a :func:`sampling_cdf` of the split, ``n``
+    images drawn with replacement from that distribution.
+    """
     import tensorflow as tf
 
     keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
-                                       alg="philox")
-    return tf.argsort(keys)
+                                       alg="philox", dtype=tf.float64 if cdf is not None else tf.float32)
+    if cdf is None:
+        return tf.argsort(keys)
+    return tf.minimum(tf.searchsorted(cdf, keys, side="right", out_type=tf.int32), n - 1)
 
 
 def _batch_out(xb: Any, yb: Any, normalize: bool, num_classes: int | None) -> tuple[Any, Any]:
@@ -555,18 +589,25 @@ def _batch_out(xb: Any, yb: Any, normalize: bool, num_classes: int | None) -> tu
 def array_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 64, shuffle: bool = False,
                   seed: int = 0, prefetch: bool = True, normalize: bool = True, drop_remainder: bool = False,
                   augmenter: Any = None, num_classes: int | None = None, repeat: bool = False,
-                  initial_epoch: int = 0) -> Any:
-    """:func:`tf_dataset` over images already in memory (``y=None``: labels are all 0)."""
+                  initial_epoch: int = 0, class_balance: float = 0.0) -> Any:
+    """:func:`tf_dataset` over images already in memory (``y=None``: labels are all 0).
+
+    ``class_balance`` (with ``shuffle``): epochs drawn with replacement, see :func:`sampling_cdf`.
+    """
     import tensorflow as tf  # lazy: TensorFlow is heavy
 
     y = np.zeros(len(x), np.int32) if y is None else y
+    cdf = sampling_cdf(y, class_balance)
+    if cdf is not None and not shuffle:
+        raise ConfigError("class-balanced epochs are drawn at random; pass shuffle=True or class_balance=0")
+    cdf = tf.constant(cdf) if cdf is not None else None
 
     n = int(len(x))
     steps = n // batch_size if drop_remainder else -(-n // batch_size)
     images, labels = tf.constant(x), tf.constant(np.asarray(y, dtype=np.int32))
 
     def epoch_batches(epoch: Any) -> Any:
-        order = epoch_order(n, seed, epoch) if shuffle else tf.range(n)
+        order = epoch_order(n, seed, epoch, cdf) if shuffle else tf.range(n)
         counters = tf.data.Dataset.range(steps).map(lambda b: epoch * steps + b)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
         return tf.data.Dataset.zip((counters, batches))
@@ -592,8 +633,8 @@ class DeviceBatches:
 
     ``batches(k)`` inside a ``tf.function`` (the training step) gives batch ``k`` of the run, equal to
     batch ``k`` of ``array_dataset(x, y, shuffle=True, seed=seed, augmenter=augmenter,
-    num_classes=num_classes, repeat=True, drop_remainder=True)``: only full batches, so an epoch is
-    ``steps = len(x) // batch_size`` batches. ``batches(k, replica)`` is replica ``replica``'s share
+    num_classes=num_classes, repeat=True, drop_remainder=True, class_balance=class_balance)``: only
+    full batches, so an epoch is ``steps = len(x) // batch_size`` batches. ``batches(k, replica)`` is replica ``replica``'s share
     of it when ``replicas`` devices split each batch. Create it inside the distribution strategy's
     scope: the images become a variable copied to each device once.
 
@@ -604,10 +645,11 @@ class DeviceBatches:
         augmenter: An :class:`~gtsrb_kit.augment.Augmenter` on the in-graph (``tf``) path, or None.
         num_classes: One-hot ``float32`` labels of this many classes (else ``int64`` ids).
         replicas: Devices that share each batch.
+        class_balance: Draw epochs with replacement towards equal class frequencies (:func:`sampling_cdf`).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0, augmenter: Any = None,
-                 num_classes: int | None = None, replicas: int = 1) -> None:
+                 num_classes: int | None = None, replicas: int = 1, class_balance: float = 0.0) -> None:
         import tensorflow as tf
 
         steps = self.steps_for(len(x), batch_size)
@@ -619,6 +661,8 @@ class DeviceBatches:
         self.steps, self.augmenter, self.num_classes = steps, augmenter, num_classes
         self.images = tf.Variable(np.asarray(x, np.uint8), trainable=False, name="device_images")
         self.labels = tf.Variable(np.asarray(y, np.int32), trainable=False, name="device_labels")
+        cdf = sampling_cdf(y, class_balance)
+        self.cdf = tf.constant(cdf) if cdf is not None else None
 
     @staticmethod
     def steps_for(count: int, batch_size: int) -> int:
@@ -646,7 +690,7 @@ class DeviceBatches:
         k = tf.cast(tf.reshape(k, []), tf.int64)
         share = self.batch_size // self.replicas
         start = tf.cast(replica, tf.int64) * share
-        order = epoch_order(self.n, self.seed, k // self.steps)
+        order = epoch_order(self.n, self.seed, k // self.steps, self.cdf)
         idx = tf.slice(order, tf.reshape(tf.cast((k % self.steps) * self.batch_size + start, tf.int32), [1]), [share])
         xb, yb = tf.gather(self.images, idx), tf.gather(self.labels, idx)
         if self.augmenter is not None:

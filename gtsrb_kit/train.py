@@ -287,8 +287,11 @@ class TrainConfig:
     pipeline: str = "auto"
     ema: float | None = None
     refit: bool = False
+    class_balance: float = 0.0
 
     def __post_init__(self) -> None:
+        from gtsrb_kit.store import check_class_balance
+
         self.data = Path(self.data) if self.data is not None else default_data_file()
         self.model_options = dict(self.model_options or {})
         check_model(self.model, self.model_options)
@@ -308,6 +311,7 @@ class TrainConfig:
             raise ConfigError(f"early stopping patience must be at least 1 epoch, got {self.early_stopping}")
         if self.ema is not None and not 0 < float(self.ema) < 1:
             raise ConfigError(f"ema momentum must be between 0 and 1 (e.g. 0.999), got {self.ema}")
+        self.class_balance = check_class_balance(self.class_balance)
         self.refit = bool(self.refit)
         if self.refit and self.early_stopping is not None:
             raise ConfigError("early stopping watches the validation images, which --refit trains on; "
@@ -457,7 +461,8 @@ def _train_from_device(cfg: TrainConfig, net: Any, augmenter: Any, classes: int,
     strategy = net.distribute_strategy
     with strategy.scope():
         batches = DeviceBatches(x, y, batch_size=cfg.batch_size, seed=cfg.seed, augmenter=augmenter,
-                                num_classes=classes, replicas=strategy.num_replicas_in_sync)
+                                num_classes=classes, replicas=strategy.num_replicas_in_sync,
+                                class_balance=cfg.class_balance)
     # Keras builds its metrics from a sample of the fit data, here batch numbers: show it a batch's shapes
     share = cfg.batch_size // batches.replicas
     net.test_on_batch(np.zeros((share, *x.shape[1:]), np.float32), np.zeros((share, classes), np.float32))
@@ -488,7 +493,8 @@ def _fit(cfg: TrainConfig, net: Any, state: dict[str, Any], preprocessing: dict[
         ds_train = _train_from_device(cfg, net, augmenter, classes, initial_epoch)
     else:
         ds_train = array_dataset(*_training_images(cfg), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                 augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch)
+                                 augmenter=augmenter, num_classes=classes, repeat=True, initial_epoch=initial_epoch,
+                                 class_balance=cfg.class_balance)
     ds_val = None if cfg.refit else tf_dataset(cfg.data, "val", batch_size=max(256, cfg.batch_size),
                                                num_classes=classes)
     callbacks = [_make_state_callback(run_dir, state, preprocessing, epochs=cfg.epochs, select=cfg.select,
@@ -530,6 +536,7 @@ def _final_metrics(cfg: TrainConfig, data: _Data, state: dict[str, Any], test: t
         "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "lr_schedule": cfg.lr_schedule,
         "devices": runtime["devices"], "replicas": runtime["replicas"], "mixed_precision": runtime["policy"],
         "pipeline": runtime["pipeline"], "ema": cfg.ema, "refit": cfg.refit,
+        "class_balance": cfg.class_balance,
         "train_images": sum(data.counts[split] for split in cfg.training_splits()),
         "versions": versions(), "per_class": per_class_report(y_test, y_pred, data.class_names),
     }
@@ -560,6 +567,7 @@ def train(
     pipeline: str = "auto",
     ema: float | None = None,
     refit: bool = False,
+    class_balance: float = 0.0,
     callbacks: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a cooked file, keep the best validation checkpoint, test it once.
@@ -588,7 +596,9 @@ def train(
             the weights, e.g. ``0.999``, that validation, ``best.keras`` and the test use; default none);
             ``refit`` (train on the training and validation images, for a schedule chosen on
             validation before: no validation, ``best.keras`` is the last epoch, ``select`` is
-            ``last``; ``best_val_accuracy`` is None).
+            ``last``; ``best_val_accuracy`` is None); ``class_balance`` (0 to 1: draw each epoch's
+            images with replacement, an image of a class of ``c`` images with weight ``c ** -class_balance``,
+            so 1 shows every class equally often; default 0, a plain shuffle).
 
     Returns:
         The metrics dict, also written to ``run_dir/metrics.json``.

@@ -57,6 +57,20 @@ def test_device_batches_are_the_host_pipelines(split: tuple[np.ndarray, np.ndarr
         assert np.array_equal(y, host[k][1]), k
 
 
+def test_class_balanced_device_batches_are_the_host_pipelines(split: tuple[np.ndarray, np.ndarray]) -> None:
+    """With class balance both pipelines draw the same images, with replacement."""
+    from gtsrb_kit.store import DeviceBatches, array_dataset
+
+    ds = array_dataset(*split, batch_size=20, shuffle=True, seed=4, repeat=True, drop_remainder=True,
+                       class_balance=1.0, normalize=False)
+    host = list(ds.take(6).as_numpy_iterator())
+    batches = DeviceBatches(*split, batch_size=20, seed=4, class_balance=1.0)
+    drawn = [_batch(batches, k) for k in range(6)]
+    assert all(np.array_equal(d[0], h[0]) and np.array_equal(d[1], h[1]) for d, h in zip(drawn, host, strict=True))
+    epoch = np.concatenate([d[0] for d in drawn[:5]]).reshape(100, -1)
+    assert len(np.unique(epoch, axis=0)) < 100  # drawn with replacement: some images twice in one epoch
+
+
 def test_device_batches_same_seed_same_batches(split: tuple[np.ndarray, np.ndarray]) -> None:
     first, again, other = (_batch(_device(split, 1, seed=s), 3) for s in (7, 7, 8))
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])

@@ -216,3 +216,35 @@ def test_tf_dataset_shapes_dtypes_and_shuffle_determinism(cooked: dict[str, Path
     assert sum(int(b[1].shape[0]) for b in dropped) == n_test // 50 * 50
     with pytest.raises(DataError, match="no such file"):
         tf_dataset(path.with_name("missing.h5"), "train")
+
+
+def test_class_balanced_epochs_draw_every_class_equally_often() -> None:
+    """A 10:1 split: balance 1 evens the classes out, 0.5 draws them sqrt(10):1; an epoch keeps its length."""
+    pytest.importorskip("tensorflow")
+    from gtsrb_kit.store import array_dataset
+
+    labels = np.array([0] * 1000 + [1] * 100)
+    images = np.zeros((len(labels), 1, 1, 1), np.uint8)
+
+    def epoch_labels(balance: float, seed: int = 0) -> np.ndarray:
+        ds = array_dataset(images, labels, batch_size=100, shuffle=True, seed=seed, normalize=False,
+                           class_balance=balance)
+        return np.concatenate([yb.numpy() for _, yb in ds])
+
+    natural, half, even = (epoch_labels(b) for b in (0.0, 0.5, 1.0))
+    assert len(even) == len(labels) and sorted(natural.tolist()) == sorted(labels.tolist())
+    assert 0.45 < even.mean() < 0.55  # class 1 is half the epoch instead of 1/11
+    assert 0.18 < half.mean() < 0.30  # sqrt(10):1 -> 0.24
+    np.testing.assert_array_equal(epoch_labels(1.0), even)  # same seed, same draws
+    assert not np.array_equal(epoch_labels(1.0, seed=1), even)
+
+
+def test_class_balance_is_checked() -> None:
+    pytest.importorskip("tensorflow")
+    from gtsrb_kit.store import array_dataset, check_class_balance
+
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="not between 0 and 1; use 0"):
+            check_class_balance(bad)
+    with pytest.raises(ConfigError, match="pass shuffle=True"):
+        array_dataset(np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 0, 0, 1]), class_balance=1.0)

@@ -182,6 +182,7 @@ def test_resume_after_kill(cooked: Path, tmp_path: Path, pipeline: str) -> None:
     ({"model": "v1", "model_options": {"depth": 3}}, r"model 'v1' has no option depth \(its options: none\)"),
     ({"learning_rate": -1.0}, "learning rate must be positive"),
     ({"epochs": 0}, "epochs must be at least 1"),
+    ({"class_balance": 1.5}, "class balance 1.5: not between 0 and 1; use 0"),
 ])
 def test_train_rejects_bad_settings(cooked: Path, tmp_path: Path, settings: dict, message: str) -> None:
     from gtsrb_kit.train import train
@@ -393,6 +394,26 @@ def test_cli_refit_and_its_refusal_of_early_stopping(cooked: Path, tmp_path: Pat
     done = CliRunner().invoke(app, [*base, "--run-dir", str(tmp_path / "r")])
     assert done.exit_code == 0, done.output
     assert "trained on train+val, kept at epoch 1/1" in done.output
+
+
+def test_cli_class_balance_is_a_recorded_setting_that_changes_the_batches(first_run: tuple[Path, dict],
+                                                                          cooked: Path, tmp_path: Path) -> None:
+    """--class-balance 1: metrics and config.json say so; the epochs differ from plain shuffles of the same seed."""
+    from gtsrb_kit.cli import app
+
+    base = ["train", "--data", str(cooked), "--augment", "--epochs", "2", "--batch-size", "64", "--seed", "0",
+            "--model-option", "width=8", "-q"]
+    done = CliRunner().invoke(app, [*base, "--class-balance", "1", "--run-dir", str(tmp_path / "b")])
+    assert done.exit_code == 0, done.output
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert metrics["class_balance"] == 1.0 and config["args"]["class_balance"] == 1.0
+    plain = json.loads((first_run[0] / "history.json").read_text())
+    balanced = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert first_run[1]["class_balance"] == 0.0 and plain[0]["loss"] != balanced[0]["loss"]
+    bad = CliRunner().invoke(app, [*base, "--class-balance", "-1", "--run-dir", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "error: class balance -1.0: not between 0 and 1" in bad.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_extra_callbacks_see_every_epoch(cooked: Path, tmp_path: Path) -> None:

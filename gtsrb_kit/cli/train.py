@@ -88,6 +88,9 @@ def train_command(
     refit: Annotated[bool, typer.Option("--refit", help="Also train on the validation images, for a schedule "
                                         "chosen on validation before (e.g. --recipe accurate): no validation, "
                                         "best.keras is the last epoch.")] = False,
+    class_balance: Annotated[float, typer.Option("--class-balance", help="Draw each epoch's images towards "
+                                                 "equal class frequencies: 0 (the split's, a plain shuffle) to 1 "
+                                                 "(every class equally often).")] = 0.0,
     model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Builder option KEY=VALUE of "
                                                            "the model (e.g. width=16 for vgg-bn); repeatable.",
                                                            show_default=False)] = None,
@@ -115,7 +118,7 @@ def train_command(
         data if data is not None else default_data_file(), model=model or (base.model if base else DEFAULT_MODEL),
         augment=chosen, batch_size=batch_size, run_dir=run_dir, seed=seed, resume=resume,
         learning_rate=learning_rate, early_stopping=early_stopping, lr_schedule=lr_schedule, devices=devices,
-        pipeline=pipeline, refit=refit, **settings,
+        pipeline=pipeline, refit=refit, class_balance=class_balance, **settings,
         mixed_precision=mixed_precision, verbose=0 if quiet else (1 if is_interactive() else 2),
         augment_path=augment_path, model_options=_parse_options(model_option or []),
     )
