@@ -224,17 +224,24 @@ def test_example_scripts_are_valid_and_not_a_package() -> None:
     assert len(plan.runs) == 12 and plan.runs[0].name == "set-24x24-RGB__v1__none"
 
 
-def test_accuracy_plan_is_the_accurate_recipe_on_three_inputs_and_a_refit() -> None:
+def test_accuracy_plan_is_the_accurate_recipe_and_its_variants() -> None:
+    """Three seeds each: three inputs, a refit, 30 epochs and class-balanced epochs; the rest is `accurate`."""
     from gtsrb_kit.train import recipe
 
     plan = load_plan(EXAMPLES / "accuracy.toml", run_dir="/tmp/x")
     rgb, grey, large = ["set-32x32-RGB-HE-roi", "set-32x32-L-CLAHE-roi", "set-48x48-RGB-HE-roi"]
     assert [d.name for d in plan.datasets] == [rgb, grey, large]
-    assert [(r.dataset.name, r.settings["seed"], r.settings.get("refit", False)) for r in plan.runs] == [
-        (name, s, refit) for name, refit in ((rgb, False), (grey, False), (rgb, True), (large, False)) for s in (0, 1, 2)]
-    accurate = recipe("accurate").settings()
-    assert all({k: r.settings[k] for k in accurate} == accurate for r in plan.runs)
+    variants = [(rgb, {}), (grey, {}), (rgb, {"refit": True}), (large, {}), (rgb, {"epochs": 30}),
+                (rgb, {"class_balance": 1.0})]
+    base = {**recipe("accurate").settings(), "batch_size": 64, "mixed_precision": "off"}
+
+    def changed(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k != "seed" and base.get(k) != v}
+
+    assert [(r.dataset.name, r.settings["seed"], changed(r.settings)) for r in plan.runs] == [
+        (name, s, change) for name, change in variants for s in (0, 1, 2)]
     assert {(r.model, r.augment, r.settings["mixed_precision"]) for r in plan.runs} == {("vgg-bn", "strong", "off")}
+    assert len({r.name for r in plan.runs}) == len(plan.runs)
 
 
 def test_example_loop_runs_every_task_once(tmp_path: Path) -> None:
