@@ -49,13 +49,13 @@ def load_model(model_path: str | Path) -> Any:
     one-line error for unreadable files."""
     import keras
 
-    from gtsrb_kit.models import as_float32
+    from gtsrb_kit.models import as_float32, custom_objects
 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise DataError(f"{model_path}: {_NO_MODEL}")
     try:
-        model = keras.models.load_model(model_path)
+        model = keras.models.load_model(model_path, custom_objects=custom_objects())
     except Exception as exc:  # keras raises ValueError/OSError/zip errors
         raise DataError(f"{model_path}: not a loadable Keras model ({type(exc).__name__}); "
                         "pass a .keras file written by gtsrb-kit train") from None

@@ -1,5 +1,6 @@
 """Bundled baseline CNNs for GTSRB (``docs/training.md``): the Fidle course's ``v1``, ``v2``,
-``v3``, ``v3-bn``, and ``vgg-bn`` (the default) and ``resnet-small``.
+``v3``, ``v3-bn``, and ``vgg-bn`` (the default), ``stn-vgg`` (``vgg-bn`` behind a spatial
+transformer) and ``resnet-small``.
 
 Every model takes ``float32`` images in ``[0, 1]`` of any size >= 16 x 16 and ends in a softmax.
 TensorFlow/Keras is imported when a model is built, never at import time.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from gtsrb_kit.classes import NUM_CLASSES
@@ -142,6 +144,84 @@ def _vgg_bn(
         return layers.Dropout(dropout)(x)
 
     return body
+
+
+@_register("stn-vgg", "vgg-bn behind a spatial transformer: a small localization net predicts an affine warp of the input")
+def _stn_vgg(
+    input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, dropout: float = 0.3,
+    bn_momentum: float = BN_MOMENTUM, loc_width: int = 32,
+) -> Any:
+    import keras
+    from keras import layers
+
+    classifier = _vgg_bn(input_shape, num_classes, width=width, dropout=dropout, bn_momentum=bn_momentum)
+
+    def body(x: Any) -> Any:
+        loc = layers.MaxPooling2D(2)(x)
+        for multiple in (1, 2):
+            loc = layers.MaxPooling2D(2)(_conv_bn(loc, multiple * loc_width, momentum=bn_momentum))
+        loc = layers.Dense(64, activation="relu")(layers.Flatten()(loc))
+        # Zero weights and the identity as bias: training starts from vgg-bn on the unwarped image.
+        theta = layers.Dense(6, kernel_initializer="zeros", dtype="float32", name="affine",
+                             bias_initializer=keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))(loc)
+        return classifier(custom_objects()["gtsrb_kit>AffineWarp"](dtype="float32", name="warp")([x, theta]))
+
+    return body
+
+
+def spatial_transform(images: Any, theta: Any) -> Any:
+    """Bilinear samples of ``images`` at an affine grid (the sampler of a spatial transformer).
+
+    Args:
+        images: ``(batch, height, width, channels)`` float tensor or array.
+        theta: ``(batch, 6)``: the affine map ``[[a, b, tx], [c, d, ty]]`` from output to input
+            coordinates, both in ``[-1, 1]`` (``[1, 0, 0, 0, 1, 0]`` is the identity). Points that
+            fall outside take the nearest border pixel.
+
+    Returns:
+        The warped images, shaped like ``images``; differentiable in both arguments.
+    """
+    from keras import ops
+
+    h, w, c = (int(v) for v in images.shape[1:])
+    ys, xs = ops.meshgrid(ops.linspace(-1.0, 1.0, h), ops.linspace(-1.0, 1.0, w), indexing="ij")
+    grid = ops.stack([ops.reshape(xs, [-1]), ops.reshape(ys, [-1]), ops.ones([h * w])])
+    src = ops.einsum("bij,jk->bik", ops.reshape(ops.cast(theta, "float32"), (-1, 2, 3)), grid)
+    x = ops.clip((src[:, 0] + 1.0) * (0.5 * (w - 1)), 0.0, w - 1.0)
+    y = ops.clip((src[:, 1] + 1.0) * (0.5 * (h - 1)), 0.0, h - 1.0)
+    x0, y0 = ops.floor(x), ops.floor(y)
+    x1, y1 = ops.minimum(x0 + 1.0, w - 1.0), ops.minimum(y0 + 1.0, h - 1.0)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    flat = ops.reshape(ops.cast(images, "float32"), (-1, c))
+    base = (ops.arange(ops.shape(src)[0], dtype="int32") * (h * w))[:, None]
+
+    def at(yy: Any, xx: Any) -> Any:
+        return ops.take(flat, base + ops.cast(yy, "int32") * w + ops.cast(xx, "int32"), axis=0)
+
+    out = ((at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx) * (1.0 - wy)
+           + (at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx) * wy)
+    return ops.reshape(out, (-1, h, w, c))
+
+
+@cache
+def custom_objects() -> dict[str, Any]:
+    """The Keras layers of the bundled models that Keras does not ship, by registered name.
+
+    Loading a saved model needs them (:func:`gtsrb_kit.evaluate.load_model` passes them).
+    """
+    import keras
+
+    @keras.saving.register_keras_serializable(package="gtsrb_kit")
+    class AffineWarp(keras.layers.Layer):
+        """``[images, theta] -> spatial_transform(images, theta)``."""
+
+        def call(self, inputs: Any) -> Any:
+            return spatial_transform(*inputs)
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return input_shape[0]
+
+    return {"gtsrb_kit>AffineWarp": AffineWarp}
 
 
 @_register("resnet-small", "small ResNet: stem 32, 3 stages x 2 residual blocks (32/64/128), global pooling")

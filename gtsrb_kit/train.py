@@ -21,7 +21,7 @@ import numpy as np
 from gtsrb_kit.classes import NUM_CLASSES
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import sha256_file
-from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model
+from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model, custom_objects
 from gtsrb_kit.plotting import plot_curves
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.runs import (
@@ -55,7 +55,7 @@ def default_run_dir_for(model: str, data: str | Path) -> Path:
 
 def default_learning_rate(model: str) -> float:
     """Peak learning rate of AdamW for a model (batch-normalised models take a larger one)."""
-    return 3e-3 if model in ("vgg-bn", "resnet-small", "v3-bn") else 1e-3
+    return 3e-3 if model in ("vgg-bn", "stn-vgg", "resnet-small", "v3-bn") else 1e-3
 
 
 def _schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int) -> Any:
@@ -395,7 +395,7 @@ def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> t
             if best_score > state["best_score"]:  # best.keras was written after the last state
                 state["best_score"], state["best_val_accuracy"] = best_score, best_meta.get("val_accuracy", -1.0)
                 state["best_epoch"] = best_meta.get("epoch", state["best_epoch"])
-            net = keras.models.load_model(last)
+            net = keras.models.load_model(last, custom_objects=custom_objects())
             for variable, value in zip(_seed_states(net), state.get("seed_states", [])):
                 variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout continues, not repeats
             return net, state

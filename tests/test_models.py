@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -56,3 +58,46 @@ def test_cli_models_lists_parameter_counts() -> None:
     assert f"{count_params('vgg-bn', (24, 24, 1)):,}" in result.output
     bad = CliRunner().invoke(app, ["models", "--shape", "48x48"])
     assert bad.exit_code == 2 and "error: --shape '48x48'" in bad.output
+
+
+def test_spatial_transform_samples_the_affine_grid_and_passes_gradients() -> None:
+    import tensorflow as tf
+
+    from gtsrb_kit.models import spatial_transform
+
+    images = np.random.default_rng(0).random((2, 20, 16, 3)).astype(np.float32)
+    identity = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (2, 1))
+    assert np.allclose(np.asarray(spatial_transform(images, identity)), images, atol=1e-5)
+    # one pixel to the right in x (the grid spans [-1, 1] over 16 columns); the last column repeats the border
+    shifted = np.asarray(spatial_transform(images, identity + np.float32([0, 0, 2 / 15, 0, 0, 0])))
+    assert np.allclose(shifted[:, :, :-1], images[:, :, 1:], atol=1e-5)
+    assert np.allclose(shifted[:, :, -1], images[:, :, -1], atol=1e-5)
+    half = np.asarray(spatial_transform(images, identity + np.float32([0, 0, 0, 0, 0, 1 / 19])))  # half a row down
+    assert np.allclose(half[:, :-1], (images[:, :-1] + images[:, 1:]) / 2, atol=1e-5)
+    zoom = np.asarray(spatial_transform(images, np.tile(np.float32([0.5, 0, 0, 0, 0.5, 0]), (2, 1))))
+    assert not np.allclose(zoom, images, atol=1e-2)
+    theta = tf.Variable(identity + 0.01)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(spatial_transform(tf.constant(images), theta) * images)
+    assert np.abs(tape.gradient(loss, theta).numpy()).min() > 0
+
+
+def test_stn_vgg_starts_from_the_unwarped_image_and_reloads_in_a_fresh_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import keras
+
+    model = build_model("stn-vgg", (24, 24, 3), num_classes=5)
+    images = np.random.default_rng(1).random((3, 24, 24, 3)).astype(np.float32)
+    warped = keras.Model(model.input, model.get_layer("warp").output)(images)
+    assert np.allclose(np.asarray(warped), images, atol=1e-5)
+    model.get_layer("affine").bias.assign(np.float32([0.8, 0.1, 0.05, -0.1, 0.9, 0.0]))
+    model.save(tmp_path / "stn.keras")
+    np.save(tmp_path / "x.npy", images)
+    np.save(tmp_path / "expected.npy", np.asarray(model(images)))
+    script = ("import sys, numpy as np\nfrom gtsrb_kit.evaluate import load_model\n"
+              "d = sys.argv[1]\nm = load_model(d + '/stn.keras')\n"
+              "assert np.allclose(np.asarray(m(np.load(d + '/x.npy'))), np.load(d + '/expected.npy'), atol=1e-5)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
