@@ -2,7 +2,8 @@
 
 Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of the last convolution by the mean
 gradient of a class score and keeps the positive part: where in the image the evidence for that
-class lies. :func:`grad_cam` finds the last convolution of any bundled model itself.
+class lies. :func:`grad_cam` finds the last convolution of any bundled model itself; for a
+spatial transformer (``stn-vgg``) it maps the heat map back from the warped view to the input.
 """
 
 from __future__ import annotations
@@ -45,20 +46,46 @@ def grad_cam(model: Any, images: np.ndarray, class_ids: np.ndarray | None = None
     import keras
     import tensorflow as tf
 
-    probe = keras.Model(model.inputs, [model.get_layer(layer or last_conv_layer(model)).output, model.outputs[0]])
+    from gtsrb_kit.models import THETA_LAYER
+
+    names = {lay.name for lay in model.layers}
+    theta = [model.get_layer(THETA_LAYER).output] if THETA_LAYER in names else []
+    probe = keras.Model(model.inputs, [model.get_layer(layer or last_conv_layer(model)).output, model.outputs[0],
+                                       *theta])
     maps = []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32) / 255.0
         with tf.GradientTape() as tape:
-            features, probs = probe(x, training=False)
+            features, probs, *warp = probe(x, training=False)
             ids = tf.argmax(probs, axis=1) if class_ids is None else tf.constant(class_ids[start:start + batch_size])
             score = tf.math.log(tf.gather(probs, ids, batch_dims=1) + 1e-9)  # the class's logit up to a shared term
         weights = tf.reduce_mean(tape.gradient(score, features), axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
         cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0]
+        if warp:
+            cam = unwarp(cam.numpy(), np.asarray(warp[0]))
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         maps.append((cam / tf.where(peak > 0, peak, 1.0)).numpy())
     return np.concatenate(maps).astype(np.float32) if maps else np.zeros((0, *images.shape[1:3]), np.float32)
+
+
+def unwarp(maps: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Maps ``(N, H, W)`` seen in a spatial transformer's warped view, back in input coordinates.
+
+    ``theta`` ``(N, 6)`` maps output to input points (:func:`gtsrb_kit.models.spatial_transform`);
+    its inverse samples the maps, and input points the view did not cover get 0.
+    """
+    from gtsrb_kit.models import spatial_transform
+
+    a, t = theta.reshape(-1, 2, 3)[..., :2].astype(np.float64), theta.reshape(-1, 2, 3)[..., 2:].astype(np.float64)
+    a_inv = np.linalg.inv(a)
+    inverse = np.concatenate([a_inv, -a_inv @ t], axis=2).reshape(-1, 6).astype(np.float32)
+    h, w = maps.shape[1:3]
+    ys, xs = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    seen = np.einsum("bij,jk->bik", inverse.reshape(-1, 2, 3), np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)]))
+    inside = (np.abs(seen) <= 1 + 1e-6).all(axis=1).reshape(-1, h, w)
+    back = np.asarray(spatial_transform(maps[..., None].astype(np.float32), inverse))[..., 0]
+    return (back * inside).astype(np.float32)
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -118,6 +118,8 @@ def _v3_bn(input_shape: tuple[int, int, int], num_classes: int) -> Any:
 # ~100 steps of a short run on a small dataset, and validation accuracy collapses; 0.9 settles
 # within a few dozen steps and costs nothing on long runs.
 BN_MOMENTUM = 0.9
+#: The layer of a spatial-transformer model whose output is the affine map (see :func:`spatial_transform`).
+THETA_LAYER = "affine"
 
 
 def _conv_bn(x: Any, filters: int, *, strides: int = 1, act: bool = True, momentum: float = BN_MOMENTUM) -> Any:
@@ -162,7 +164,7 @@ def _stn_vgg(
             loc = layers.MaxPooling2D(2)(_conv_bn(loc, multiple * loc_width, momentum=bn_momentum))
         loc = layers.Dense(64, activation="relu")(layers.Flatten()(loc))
         # Zero weights and the identity as bias: training starts from vgg-bn on the unwarped image.
-        theta = layers.Dense(6, kernel_initializer="zeros", dtype="float32", name="affine",
+        theta = layers.Dense(6, kernel_initializer="zeros", dtype="float32", name=THETA_LAYER,
                              bias_initializer=keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))(loc)
         return classifier(custom_objects()["gtsrb_kit>AffineWarp"](dtype="float32", name="warp")([x, theta]))
 

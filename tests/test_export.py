@@ -182,3 +182,23 @@ def test_mixed_precision_models_export(run: Path, tmp_path: Path, policy: str) -
     for fmt in ("onnx", "litert"):
         result = export_model(folder / "best.keras", fmt)
         assert result["parity"]["same_class"] == result["parity"]["images"], fmt
+
+
+def test_spatial_transformer_exports(run: Path, tmp_path: Path) -> None:
+    """stn-vgg's sampler (gathers at computed indices) converts to ONNX and LiteRT and agrees with Keras."""
+    import keras
+
+    from gtsrb_kit.export import export_model
+    from gtsrb_kit.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("stn-vgg", (24, 24, 3), 43, width=8, loc_width=8)
+    model.get_layer("affine").bias.assign(np.float32([0.9, 0.1, 0.05, -0.1, 0.8, -0.05]))  # a real warp
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("config.json", "metrics.json"):
+        (folder / name).write_bytes((run / name).read_bytes())
+    model.save(folder / "best.keras")
+    for fmt in ("onnx", "litert"):
+        result = export_model(folder / "best.keras", fmt)
+        assert result["parity"]["max_prob_diff"] < 1e-4, fmt

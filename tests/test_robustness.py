@@ -146,7 +146,7 @@ def test_grad_cam_maps(trained: tuple[Path, Path], tmp_path: Path) -> None:
     assert json.loads((tmp_path / "explain.json").read_text())["errors"] == result["errors"]
 
 
-@pytest.mark.parametrize("name", ["v1", "v2", "v3", "v3-bn", "vgg-bn", "resnet-small"])
+@pytest.mark.parametrize("name", ["v1", "v2", "v3", "v3-bn", "vgg-bn", "stn-vgg", "resnet-small"])
 def test_grad_cam_finds_the_last_convolution_of_every_bundled_model(name: str) -> None:
     from gtsrb_kit.explain import grad_cam, last_conv_layer
     from gtsrb_kit.models import build_model
@@ -160,3 +160,17 @@ def test_grad_cam_finds_the_last_convolution_of_every_bundled_model(name: str) -
     assert convs and chosen >= convs[-1] and len(model.layers[chosen].output.shape) == 4
     maps = grad_cam(model, np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8))
     assert maps.shape == (2, 32, 32)
+
+
+def test_grad_cam_of_a_spatial_transformer_is_mapped_back_to_the_input() -> None:
+    from gtsrb_kit.explain import unwarp
+    from gtsrb_kit.models import spatial_transform
+
+    ys, xs = np.meshgrid(np.linspace(-1, 1, 21), np.linspace(-1, 1, 21), indexing="ij")
+    heat = np.exp(-((xs - 0.2) ** 2 + ys ** 2) * 4)[None].astype(np.float32)  # a blob in input coordinates
+    zoom = np.float32([[0.5, 0, 0.2, 0, 0.5, 0]])  # the view: the centre half of the input, around x = 0.2
+    view = np.asarray(spatial_transform(heat[..., None], zoom))[..., 0]
+    assert np.unravel_index(view[0].argmax(), (21, 21)) == (10, 10)  # the view is centred on the blob
+    back = unwarp(view, zoom)
+    seen = (np.abs(xs - 0.2) <= 0.5 + 1e-6) & (np.abs(ys) <= 0.5 + 1e-6)
+    assert np.allclose(back[0][seen], heat[0][seen], atol=0.02) and not back[0][~seen].any()
