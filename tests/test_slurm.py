@@ -225,7 +225,8 @@ def test_example_scripts_are_valid_and_not_a_package() -> None:
 
 
 def test_accuracy_plan_is_the_accurate_recipe_and_its_variants() -> None:
-    """Three seeds each: three inputs, a refit, 30 epochs and class-balanced epochs; the rest is `accurate`."""
+    """Three seeds each: three inputs, a refit, 30 epochs, class-balanced epochs and a spatial transformer;
+    the rest is `accurate`."""
     from gtsrb_kit.train import recipe
 
     plan = load_plan(EXAMPLES / "accuracy.toml", run_dir="/tmp/x")
@@ -233,6 +234,8 @@ def test_accuracy_plan_is_the_accurate_recipe_and_its_variants() -> None:
     assert [d.name for d in plan.datasets] == [rgb, grey, large]
     variants = [(rgb, {}), (grey, {}), (rgb, {"refit": True}), (large, {}), (rgb, {"epochs": 30}),
                 (rgb, {"class_balance": 1.0})]
+    models = ["vgg-bn"] * 3 * len(variants) + ["stn-vgg"] * 3
+    variants.append((rgb, {}))
     base = {**recipe("accurate").settings(), "batch_size": 64, "mixed_precision": "off"}
 
     def changed(settings: dict) -> dict:
@@ -240,7 +243,8 @@ def test_accuracy_plan_is_the_accurate_recipe_and_its_variants() -> None:
 
     assert [(r.dataset.name, r.settings["seed"], changed(r.settings)) for r in plan.runs] == [
         (name, s, change) for name, change in variants for s in (0, 1, 2)]
-    assert {(r.model, r.augment, r.settings["mixed_precision"]) for r in plan.runs} == {("vgg-bn", "strong", "off")}
+    assert [r.model for r in plan.runs] == models
+    assert {(r.augment, r.settings["mixed_precision"]) for r in plan.runs} == {("strong", "off")}
     assert len({r.name for r in plan.runs}) == len(plan.runs)
 
 
