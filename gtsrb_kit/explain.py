@@ -75,15 +75,13 @@ def unwarp(maps: np.ndarray, theta: np.ndarray) -> np.ndarray:
     ``theta`` ``(N, 6)`` maps output to input points (:func:`gtsrb_kit.models.spatial_transform`);
     its inverse samples the maps, and input points the view did not cover get 0.
     """
-    from gtsrb_kit.models import spatial_transform
+    from gtsrb_kit.models import affine_points, spatial_transform
 
-    a, t = theta.reshape(-1, 2, 3)[..., :2].astype(np.float64), theta.reshape(-1, 2, 3)[..., 2:].astype(np.float64)
-    a_inv = np.linalg.inv(a)
-    inverse = np.concatenate([a_inv, -a_inv @ t], axis=2).reshape(-1, 6).astype(np.float32)
+    affine = theta.reshape(-1, 2, 3).astype(np.float64)
+    a_inv = np.linalg.inv(affine[..., :2])
+    inverse = np.concatenate([a_inv, -a_inv @ affine[..., 2:]], axis=2).reshape(-1, 6).astype(np.float32)
     h, w = maps.shape[1:3]
-    ys, xs = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    seen = np.einsum("bij,jk->bik", inverse.reshape(-1, 2, 3), np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)]))
-    inside = (np.abs(seen) <= 1 + 1e-6).all(axis=1).reshape(-1, h, w)
+    inside = (np.abs(np.asarray(affine_points(inverse, h, w))) <= 1 + 1e-6).all(axis=1).reshape(-1, h, w)
     back = np.asarray(spatial_transform(maps[..., None].astype(np.float32), inverse))[..., 0]
     return (back * inside).astype(np.float32)
 

@@ -21,19 +21,20 @@ DEFAULT_MODEL = "vgg-bn"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: its builder and a one-line description."""
+    """A registered model: its builder, a one-line description and its peak AdamW learning rate."""
 
     name: str
     description: str
     builder: Callable[..., Any]
+    learning_rate: float = 1e-3
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def _register(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _register(name: str, description: str, *, learning_rate: float = 1e-3) -> Callable[[Callable[..., Any]], Any]:
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        MODELS[name] = ModelSpec(name, description, fn)
+        MODELS[name] = ModelSpec(name, description, fn, learning_rate)
         return fn
 
     return wrap
@@ -109,7 +110,7 @@ def _v3(input_shape: tuple[int, int, int], num_classes: int) -> Any:
     return _v3_layers(batch_norm=False)
 
 
-@_register("v3-bn", "Fidle GTSRB v3 with batch norm (the course's second 'v3')")
+@_register("v3-bn", "Fidle GTSRB v3 with batch norm (the course's second 'v3')", learning_rate=3e-3)
 def _v3_bn(input_shape: tuple[int, int, int], num_classes: int) -> Any:
     return _v3_layers(batch_norm=True)
 
@@ -130,7 +131,8 @@ def _conv_bn(x: Any, filters: int, *, strides: int = 1, act: bool = True, moment
     return layers.Activation("relu")(x) if act else x
 
 
-@_register("vgg-bn", "small VGG: conv 32 | 2x64 | 2x128 | 256, batch norm, global pooling (default)")
+@_register("vgg-bn", "small VGG: conv 32 | 2x64 | 2x128 | 256, batch norm, global pooling (default)",
+           learning_rate=3e-3)
 def _vgg_bn(
     input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, dropout: float = 0.3,
     bn_momentum: float = BN_MOMENTUM,
@@ -148,7 +150,8 @@ def _vgg_bn(
     return body
 
 
-@_register("stn-vgg", "vgg-bn behind a spatial transformer: a small localization net predicts an affine warp of the input")
+@_register("stn-vgg", "vgg-bn behind a spatial transformer: a small localization net predicts an affine warp of the input",
+           learning_rate=3e-3)
 def _stn_vgg(
     input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, dropout: float = 0.3,
     bn_momentum: float = BN_MOMENTUM, loc_width: int = 32,
@@ -171,6 +174,20 @@ def _stn_vgg(
     return body
 
 
+def affine_points(theta: Any, height: int, width: int) -> Any:
+    """Where the affine maps ``theta`` ``(batch, 6)`` send each pixel of a ``height x width`` grid.
+
+    Returns:
+        ``(batch, 2, height * width)``: x and y, row by row, in the ``[-1, 1]`` coordinates of
+        :func:`spatial_transform`.
+    """
+    from keras import ops
+
+    ys, xs = ops.meshgrid(ops.linspace(-1.0, 1.0, height), ops.linspace(-1.0, 1.0, width), indexing="ij")
+    grid = ops.stack([ops.reshape(xs, [-1]), ops.reshape(ys, [-1]), ops.ones([height * width])])
+    return ops.einsum("bij,jk->bik", ops.reshape(ops.cast(theta, "float32"), (-1, 2, 3)), grid)
+
+
 def spatial_transform(images: Any, theta: Any) -> Any:
     """Bilinear samples of ``images`` at an affine grid (the sampler of a spatial transformer).
 
@@ -186,9 +203,7 @@ def spatial_transform(images: Any, theta: Any) -> Any:
     from keras import ops
 
     h, w, c = (int(v) for v in images.shape[1:])
-    ys, xs = ops.meshgrid(ops.linspace(-1.0, 1.0, h), ops.linspace(-1.0, 1.0, w), indexing="ij")
-    grid = ops.stack([ops.reshape(xs, [-1]), ops.reshape(ys, [-1]), ops.ones([h * w])])
-    src = ops.einsum("bij,jk->bik", ops.reshape(ops.cast(theta, "float32"), (-1, 2, 3)), grid)
+    src = affine_points(theta, h, w)
     x = ops.clip((src[:, 0] + 1.0) * (0.5 * (w - 1)), 0.0, w - 1.0)
     y = ops.clip((src[:, 1] + 1.0) * (0.5 * (h - 1)), 0.0, h - 1.0)
     x0, y0 = ops.floor(x), ops.floor(y)
@@ -226,7 +241,8 @@ def custom_objects() -> dict[str, Any]:
     return {"gtsrb_kit>AffineWarp": AffineWarp}
 
 
-@_register("resnet-small", "small ResNet: stem 32, 3 stages x 2 residual blocks (32/64/128), global pooling")
+@_register("resnet-small", "small ResNet: stem 32, 3 stages x 2 residual blocks (32/64/128), global pooling",
+           learning_rate=3e-3)
 def _resnet_small(
     input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, dropout: float = 0.2,
     bn_momentum: float = BN_MOMENTUM,
@@ -256,6 +272,16 @@ def _resnet_small(
 def list_models() -> list[tuple[str, str]]:
     """Names and one-line descriptions of the bundled models, in registry order."""
     return [(spec.name, spec.description) for spec in MODELS.values()]
+
+
+def default_learning_rate(name: str) -> float:
+    """Peak learning rate of AdamW for a model (batch-normalised models take a larger one).
+
+    Raises:
+        ConfigError: unknown model.
+    """
+    check_model(name)
+    return MODELS[name].learning_rate
 
 
 def check_model(name: str, options: dict[str, Any] | None = None) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from gtsrb_kit.classes import NUM_CLASSES
 from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import sha256_file
-from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model, custom_objects
+from gtsrb_kit.models import DEFAULT_MODEL, build_model, check_model, custom_objects, default_learning_rate
 from gtsrb_kit.plotting import plot_curves
 from gtsrb_kit.progress import ProgressCallback, report
 from gtsrb_kit.runs import (
@@ -51,11 +51,6 @@ def default_run_dir_for(model: str, data: str | Path) -> Path:
     from gtsrb_kit.paths import default_run_dir
 
     return default_run_dir() / f"{model}-{Path(data).stem}"
-
-
-def default_learning_rate(model: str) -> float:
-    """Peak learning rate of AdamW for a model (batch-normalised models take a larger one)."""
-    return 3e-3 if model in ("vgg-bn", "stn-vgg", "resnet-small", "v3-bn") else 1e-3
 
 
 def _schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int) -> Any:
@@ -584,7 +579,7 @@ def train(
             ``epochs`` (total, also when resuming); ``batch_size`` (global, split over devices);
             ``run_dir`` (default ``<default_run_dir()>/<model>-<data stem>``); ``seed`` (Keras, the
             shuffles and the augmentation); ``resume`` (continue from the last completed epoch);
-            ``learning_rate`` (peak AdamW rate, default :func:`default_learning_rate`);
+            ``learning_rate`` (peak AdamW rate, default :func:`gtsrb_kit.models.default_learning_rate`);
             ``early_stopping`` (epochs without a better validation accuracy); ``lr_schedule``
             (``constant``, ``cosine`` (default) or ``onecycle``); ``devices`` (see
             :mod:`gtsrb_kit.devices`); ``mixed_precision`` (``auto``, ``on``, ``off`` or a policy);

@@ -189,11 +189,11 @@ def test_spatial_transformer_exports(run: Path, tmp_path: Path) -> None:
     import keras
 
     from gtsrb_kit.export import export_model
-    from gtsrb_kit.models import build_model
+    from gtsrb_kit.models import THETA_LAYER, build_model
 
     keras.utils.set_random_seed(0)
     model = build_model("stn-vgg", (24, 24, 3), 43, width=8, loc_width=8)
-    model.get_layer("affine").bias.assign(np.float32([0.9, 0.1, 0.05, -0.1, 0.8, -0.05]))  # a real warp
+    model.get_layer(THETA_LAYER).bias.assign(np.float32([0.9, 0.1, 0.05, -0.1, 0.8, -0.05]))  # a real warp
     folder = tmp_path / "run"
     folder.mkdir()
     for name in ("config.json", "metrics.json"):

@@ -88,11 +88,13 @@ def test_stn_vgg_starts_from_the_unwarped_image_and_reloads_in_a_fresh_process(t
 
     import keras
 
+    from gtsrb_kit.models import THETA_LAYER
+
     model = build_model("stn-vgg", (24, 24, 3), num_classes=5)
     images = np.random.default_rng(1).random((3, 24, 24, 3)).astype(np.float32)
     warped = keras.Model(model.input, model.get_layer("warp").output)(images)
     assert np.allclose(np.asarray(warped), images, atol=1e-5)
-    model.get_layer("affine").bias.assign(np.float32([0.8, 0.1, 0.05, -0.1, 0.9, 0.0]))
+    model.get_layer(THETA_LAYER).bias.assign(np.float32([0.8, 0.1, 0.05, -0.1, 0.9, 0.0]))
     model.save(tmp_path / "stn.keras")
     np.save(tmp_path / "x.npy", images)
     np.save(tmp_path / "expected.npy", np.asarray(model(images)))
