@@ -227,7 +227,8 @@ def evaluate(
         cache: Members' scores kept between calls (see :func:`committee_scores`).
 
     Returns:
-        ``{"accuracy", "count", "errors", "per_class": [...], "files": {...}, ...}``.
+        ``{"accuracy", "count", "errors", "per_class": [...], "files": {...}, "models", "data_files", ...}``;
+        one model's also has ``model`` and ``data``.
 
     Raises:
         DataError: missing/foreign files, or a data file whose images do not fit the model.
@@ -263,8 +264,8 @@ def evaluate(
     write_text_atomic(out / "per_class.csv", buf.getvalue())
     np.savetxt(out / "confusion_matrix.csv", cm, fmt="%d", delimiter=",")
     result = {
-        "model": str(model_path), "models": [str(m) for m in models], "data": str(data),
-        "data_files": [str(f) for f in data_files], "split": split, "tta": tta, "accuracy": round(accuracy, 6),
+        **({"model": str(model_path), "data": str(data)} if len(models) == 1 else {}),  # a committee has no one model
+        "models": [str(m) for m in models], "data_files": [str(f) for f in data_files], "split": split, "tta": tta, "accuracy": round(accuracy, 6),
         "count": int(len(y)), "errors": int(np.sum(y_pred != y)), "per_class": per_class, "files": files,
     }
     write_json(out / "evaluation.json", result)

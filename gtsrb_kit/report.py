@@ -312,6 +312,17 @@ def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _is_current(evaluation: Path, models: list[Path], data: list[Path]) -> bool:
+    """Whether ``evaluation`` is of exactly these models and data files, and newer than each of them."""
+    found = read_json(evaluation) or {}
+    same = (sorted(Path(m).resolve() for m in found.get("models", [])) == sorted(m.resolve() for m in models)
+            and sorted(Path(d).resolve() for d in found.get("data_files", [])) == sorted(d.resolve() for d in data))
+    try:
+        return same and all(evaluation.stat().st_mtime >= f.stat().st_mtime for f in (*models, *data))
+    except OSError:
+        return False
+
+
 def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -> list[Path]:
     """Evaluate the committee of every seed group with two or more finished runs (on the test split),
     and of all finished runs where they form several groups.
@@ -319,7 +330,8 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
     Each committee is the mean of its members' probabilities (:func:`gtsrb_kit.evaluate.evaluate`),
     written to :func:`~gtsrb_kit.runs.committee_folder`; reports show it beside the group's mean.
     The committee of all is skipped when its runs were cooked from different sources (their test
-    splits differ). Each model is predicted once. Returns the ``evaluation.json`` files written.
+    splits differ). Each model is predicted once; a committee evaluated after its members' models
+    and data files last changed is kept. Returns the ``evaluation.json`` files written.
     """
     from gtsrb_kit.evaluate import evaluate
 
@@ -335,9 +347,11 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
         if len(done) < 2:
             continue
         out = committee_folder(run_dir, recipe, tta)
+        models, data = [run_dir / r["run"] / BEST_FILE for r in done], [Path(r["dataset_path"]) for r in done]
+        if _is_current(out / "evaluation.json", models, data):
+            continue
         try:
-            evaluate([run_dir / r["run"] / BEST_FILE for r in done], [r["dataset_path"] for r in done],
-                     out_dir=out, tta=tta, cache=cache)
+            evaluate(models, data, out_dir=out, tta=tta, cache=cache)
         except DataError:
             if recipe is not None:
                 raise

@@ -41,6 +41,9 @@ def test_committee_is_the_mean_of_its_members(members: list[tuple[Path, Path]], 
     assert result["models"] == [str(m) for m in models]
     on_disk = json.loads((tmp_path / "evaluation.json").read_text())
     assert on_disk["data_files"] == [str(d) for d in data]
+    assert "model" not in on_disk and "data" not in on_disk  # no one member stands for the committee
+    one = evaluate(models[0], data[0], out_dir=tmp_path / "one")
+    assert (one["model"], one["models"], one["data"]) == (str(models[0]), [str(models[0])], str(data[0]))
     for name in ("confusion_matrix.png", "worst_errors.png", "per_class.csv"):
         assert (tmp_path / name).is_file()
 
@@ -144,3 +147,25 @@ def test_report_committee_of_a_seed_group(members: list[tuple[Path, Path]], tmp_
     every = evaluate([m for m, _ in members], [d for _, d in members], out_dir=tmp_path / "all")  # each its own variant
     assert report["committee_of_all"]["committee"]["accuracy"] == every["accuracy"]
     assert report["committee_of_all"]["committee"]["errors"] == every["errors"]
+
+
+def test_report_keeps_committees_that_are_current(members: list[tuple[Path, Path]], tmp_path: Path) -> None:
+    """A second `report --committee` evaluates only the committees whose members changed since."""
+    import os
+    import shutil
+
+    from gtsrb_kit.report import evaluate_committees
+
+    run_dir = tmp_path / "runs"
+    for model, _ in members:
+        shutil.copytree(model.parent, run_dir / model.parent.name)
+    first = evaluate_committees(run_dir)
+    assert len(first) == 2
+    stamps = {f: f.stat().st_mtime_ns for f in first}
+    assert evaluate_committees(run_dir) == []
+    assert {f: f.stat().st_mtime_ns for f in first} == stamps
+    retrained = run_dir / members[2][0].parent.name / "best.keras"  # the L model: in the committee of all only
+    later = max(stamps.values()) / 1e9 + 10
+    os.utime(retrained, (later, later))
+    again = evaluate_committees(run_dir)
+    assert len(again) == 1 and "all" in again[0].parts
