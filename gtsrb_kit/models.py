@@ -121,6 +121,8 @@ def _v3_bn(input_shape: tuple[int, int, int], num_classes: int) -> Any:
 BN_MOMENTUM = 0.9
 #: The layer of a spatial-transformer model whose output is the affine map (see :func:`spatial_transform`).
 THETA_LAYER = "affine"
+#: The hidden layer of its localization net, whose features the affine map is made from.
+LOCALIZATION_LAYER = "localization"
 
 
 def _conv_bn(x: Any, filters: int, *, strides: int = 1, act: bool = True, momentum: float = BN_MOMENTUM) -> Any:
@@ -165,7 +167,9 @@ def _stn_vgg(
         loc = layers.MaxPooling2D(2)(x)
         for multiple in (1, 2):
             loc = layers.MaxPooling2D(2)(_conv_bn(loc, multiple * loc_width, momentum=bn_momentum))
-        loc = layers.Dense(64, activation="relu")(layers.Flatten()(loc))
+        # tanh, not ReLU: at this learning rate the ReLU units all died within a few epochs, which
+        # froze the map at theta's bias (one fixed crop for every image).
+        loc = layers.Dense(64, activation="tanh", name=LOCALIZATION_LAYER)(layers.Flatten()(loc))
         # Zero weights and the identity as bias: training starts from vgg-bn on the unwarped image.
         theta = layers.Dense(6, kernel_initializer="zeros", dtype="float32", name=THETA_LAYER,
                              bias_initializer=keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))(loc)

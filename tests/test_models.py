@@ -82,6 +82,23 @@ def test_spatial_transform_samples_the_affine_grid_and_passes_gradients() -> Non
     assert np.abs(tape.gradient(loss, theta).numpy()).min() > 0
 
 
+def test_stn_vgg_localization_cannot_die() -> None:
+    """Pushed far into negative pre-activations, the localization features still reach the map:
+    theta's weights get a gradient for every image, so the map can differ from image to image."""
+    import tensorflow as tf
+
+    from gtsrb_kit.models import LOCALIZATION_LAYER, THETA_LAYER
+
+    model = build_model("stn-vgg", (24, 24, 3), num_classes=5)
+    hidden = model.get_layer(LOCALIZATION_LAYER)
+    hidden.bias.assign(np.full(hidden.bias.shape, -20.0, np.float32))
+    images = tf.constant(np.random.default_rng(2).random((4, 24, 24, 3)).astype(np.float32))
+    kernel = model.get_layer(THETA_LAYER).kernel
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.math.log(model(images, training=True)[:, 0]))
+    assert np.abs(tape.gradient(loss, kernel).numpy()).sum() > 0
+
+
 def test_stn_vgg_starts_from_the_unwarped_image_and_reloads_in_a_fresh_process(tmp_path: Path) -> None:
     import subprocess
     import sys
