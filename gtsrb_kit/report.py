@@ -16,6 +16,8 @@ from typing import Any
 from gtsrb_kit.errors import DataError
 from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import plot_curves, pyplot, save_png
+from gtsrb_kit.progress import ProgressCallback
+from gtsrb_kit.progress import report as report_progress
 from gtsrb_kit.runs import (  # noqa: F401 - the run summary, also importable from here
     REPORT_FORMAT, REPORT_JSON, ROW_FIELDS, best_per_dataset, build_report, collect_runs, read_history, read_json,
     BEST_FILE, committee_folder, finished, seed_groups, update_report_json,
@@ -323,7 +325,8 @@ def _is_current(evaluation: Path, models: list[Path], data: list[Path]) -> bool:
         return False
 
 
-def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -> list[Path]:
+def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False,
+                        progress: ProgressCallback | None = None) -> list[Path]:
     """Evaluate the committee of every seed group with two or more finished runs (on the test split),
     and of all finished runs where they form several groups.
 
@@ -331,7 +334,8 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
     written to :func:`~gtsrb_kit.runs.committee_folder`; reports show it beside the group's mean.
     The committee of all is skipped when its runs were cooked from different sources (their test
     splits differ). Each model is predicted once; a committee evaluated after its members' models
-    and data files last changed is kept. Returns the ``evaluation.json`` files written.
+    and data files last changed is kept; ``progress`` is told of each committee done. Returns the
+    ``evaluation.json`` files written.
     """
     from gtsrb_kit.evaluate import evaluate
 
@@ -342,10 +346,11 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
     if report["committee_of_all"]:
         wanted.append((None, report["committee_of_all"]["runs"]))
     written, cache = [], {}
-    for recipe, names in wanted:
-        done = [r for r in finished([rows[name] for name in names]) if r["dataset_path"]]
-        if len(done) < 2:
-            continue
+    members = [(recipe, [r for r in finished([rows[n] for n in names]) if r["dataset_path"]]) for recipe, names in wanted]
+    committees = [(recipe, done) for recipe, done in members if len(done) >= 2]
+    label = "committees with TTA" if tta else "committees"
+    for count, (recipe, done) in enumerate(committees):
+        report_progress(progress, label, count, len(committees))
         out = committee_folder(run_dir, recipe, tta)
         models, data = [run_dir / r["run"] / BEST_FILE for r in done], [Path(r["dataset_path"]) for r in done]
         if _is_current(out / "evaluation.json", models, data):
@@ -357,6 +362,7 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False) -
                 raise
             continue
         written.append(out / "evaluation.json")
+    report_progress(progress, label, len(committees), len(committees))
     update_report_json(run_dir)
     return written
 

@@ -159,8 +159,9 @@ def test_report_keeps_committees_that_are_current(members: list[tuple[Path, Path
     run_dir = tmp_path / "runs"
     for model, _ in members:
         shutil.copytree(model.parent, run_dir / model.parent.name)
-    first = evaluate_committees(run_dir)
-    assert len(first) == 2
+    told: list[tuple[str, int, int | None]] = []
+    first = evaluate_committees(run_dir, progress=lambda *call: told.append(call))
+    assert len(first) == 2 and told == [("committees", 0, 2), ("committees", 1, 2), ("committees", 2, 2)]
     stamps = {f: f.stat().st_mtime_ns for f in first}
     assert evaluate_committees(run_dir) == []
     assert {f: f.stat().st_mtime_ns for f in first} == stamps
@@ -169,3 +170,21 @@ def test_report_keeps_committees_that_are_current(members: list[tuple[Path, Path
     os.utime(retrained, (later, later))
     again = evaluate_committees(run_dir)
     assert len(again) == 1 and "all" in again[0].parts
+
+
+def test_cli_report_committee_with_tta(members: list[tuple[Path, Path]], tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from gtsrb_kit.cli import app
+
+    run_dir = tmp_path / "runs"
+    for model, _ in members[:2]:  # two seeds of one recipe
+        shutil.copytree(model.parent, run_dir / model.parent.name)
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--committee", "--tta"])
+    assert result.exit_code == 0, result.output
+    plain, tta = (json.loads((path / "evaluation.json").read_text())
+                  for path in sorted((run_dir / "committees").glob("*/*")))
+    assert (plain["tta"], tta["tta"], len(plain["models"])) == (False, True, 2)
+    assert f"committee {plain['accuracy'] * 100:.2f}" in " ".join(result.stdout.split())

@@ -191,8 +191,9 @@ def report_command(
                                   write_report)
 
     if committee:
-        for with_tta in (False, True) if tta else (False,):
-            evaluate_committees(run_dir, tta=with_tta)
+        with progress_bar(is_interactive()) as bar:
+            for with_tta in (False, True) if tta else (False,):
+                evaluate_committees(run_dir, tta=with_tta, progress=bar)
     files = write_report(run_dir, out_dir=out)
     report = files.report
     best = set(report["best_per_dataset"].values())
