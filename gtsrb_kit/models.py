@@ -167,9 +167,12 @@ def _stn_vgg(
         loc = layers.MaxPooling2D(2)(x)
         for multiple in (1, 2):
             loc = layers.MaxPooling2D(2)(_conv_bn(loc, multiple * loc_width, momentum=bn_momentum))
-        # tanh, not ReLU: at this learning rate the ReLU units all died within a few epochs, which
-        # froze the map at theta's bias (one fixed crop for every image).
-        loc = layers.Dense(64, activation="tanh", name=LOCALIZATION_LAYER)(layers.Flatten()(loc))
+        # Batch norm before the activation: without it, at this learning rate, the features grew until
+        # every ReLU died (or every tanh saturated) within a few epochs, which froze the map at theta's
+        # bias: one fixed crop for every image. Normalized, they keep varying from image to image.
+        loc = layers.Dense(64, use_bias=False)(layers.Flatten()(loc))
+        loc = layers.BatchNormalization(momentum=bn_momentum)(loc)
+        loc = layers.Activation("relu", name=LOCALIZATION_LAYER)(loc)
         # Zero weights and the identity as bias: training starts from vgg-bn on the unwarped image.
         theta = layers.Dense(6, kernel_initializer="zeros", dtype="float32", name=THETA_LAYER,
                              bias_initializer=keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))(loc)

@@ -82,17 +82,25 @@ def test_spatial_transform_samples_the_affine_grid_and_passes_gradients() -> Non
     assert np.abs(tape.gradient(loss, theta).numpy()).min() > 0
 
 
-def test_stn_vgg_localization_cannot_die() -> None:
-    """Pushed far into negative pre-activations, the localization features still reach the map:
-    theta's weights get a gradient for every image, so the map can differ from image to image."""
+def test_stn_vgg_localization_features_keep_varying() -> None:
+    """However far the localization net's weights drift (what froze its map in the runs before batch
+    norm: the features grew until every unit was dead or saturated), each feature stays on for some
+    images and off for others, and theta's weights get a gradient: the map can differ per image."""
+    import keras
     import tensorflow as tf
 
     from gtsrb_kit.models import LOCALIZATION_LAYER, THETA_LAYER
 
     model = build_model("stn-vgg", (24, 24, 3), num_classes=5)
-    hidden = model.get_layer(LOCALIZATION_LAYER)
-    hidden.bias.assign(np.full(hidden.bias.shape, -20.0, np.float32))
-    images = tf.constant(np.random.default_rng(2).random((4, 24, 24, 3)).astype(np.float32))
+    hidden = next(i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Dense))
+    for layer in model.layers[:hidden]:  # the localization convolutions: a large offset for every image
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.beta.assign(layer.beta + 50.0)
+    model.layers[hidden].kernel.assign(model.layers[hidden].kernel * 1000.0)
+    images = tf.constant(np.random.default_rng(2).random((32, 24, 24, 3)).astype(np.float32))
+    features = keras.Model(model.input, model.get_layer(LOCALIZATION_LAYER).output)(images, training=True)
+    on = (np.asarray(features) > 0).mean(axis=0)
+    assert ((on > 0.1) & (on < 0.9)).mean() > 0.5
     kernel = model.get_layer(THETA_LAYER).kernel
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.math.log(model(images, training=True)[:, 0]))
