@@ -265,7 +265,8 @@ def evaluate(
     np.savetxt(out / "confusion_matrix.csv", cm, fmt="%d", delimiter=",")
     result = {
         **({"model": str(model_path), "data": str(data)} if len(models) == 1 else {}),  # a committee has no one model
-        "models": [str(m) for m in models], "data_files": [str(f) for f in data_files], "split": split, "tta": tta, "accuracy": round(accuracy, 6),
+        "models": [str(m) for m in models], "data_files": [str(f) for f in data_files], "split": split, "tta": tta,
+        "accuracy": round(accuracy, 6),
         "count": int(len(y)), "errors": int(np.sum(y_pred != y)), "per_class": per_class, "files": files,
     }
     write_json(out / "evaluation.json", result)
