@@ -20,7 +20,7 @@ from gtsrb_kit.progress import ProgressCallback
 from gtsrb_kit.progress import report as report_progress
 from gtsrb_kit.runs import (  # noqa: F401 - the run summary, also importable from here
     REPORT_FORMAT, REPORT_JSON, ROW_FIELDS, best_per_dataset, build_report, collect_runs, read_history, read_json,
-    BEST_FILE, committee_folder, finished, seed_groups, update_report_json,
+    committee_files, committee_folder, current_committee, seed_groups, update_report_json,
 )
 
 REPORT_MD = "report.md"
@@ -314,17 +314,6 @@ def _html(report: dict[str, Any], charts: dict[str, Path]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _is_current(evaluation: Path, models: list[Path], data: list[Path]) -> bool:
-    """Whether ``evaluation`` is of exactly these models and data files, and newer than each of them."""
-    found = read_json(evaluation) or {}
-    same = (sorted(Path(m).resolve() for m in found.get("models", [])) == sorted(m.resolve() for m in models)
-            and sorted(Path(d).resolve() for d in found.get("data_files", [])) == sorted(d.resolve() for d in data))
-    try:
-        return same and all(evaluation.stat().st_mtime >= f.stat().st_mtime for f in (*models, *data))
-    except OSError:
-        return False
-
-
 def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False,
                         progress: ProgressCallback | None = None) -> list[Path]:
     """Evaluate the committee of every seed group with two or more finished runs (on the test split),
@@ -342,19 +331,18 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False,
     run_dir = Path(run_dir)
     report = build_report(run_dir)
     rows = {r["run"]: r for r in report["runs"]}
-    wanted = [(group["recipe"], group["runs"]) for group in report["groups"]]
+    wanted = [(group["recipe"], [rows[n] for n in group["runs"]]) for group in report["groups"]]
     if report["committee_of_all"]:
-        wanted.append((None, report["committee_of_all"]["runs"]))
+        wanted.append((None, [rows[n] for n in report["committee_of_all"]["runs"]]))
     written, cache = [], {}
-    members = [(recipe, [r for r in finished([rows[n] for n in names]) if r["dataset_path"]]) for recipe, names in wanted]
-    committees = [(recipe, done) for recipe, done in members if len(done) >= 2]
+    committees = [(recipe, group) for recipe, group in wanted if len(committee_files(run_dir, group)[0]) >= 2]
     label = "committees with TTA" if tta else "committees"
-    for count, (recipe, done) in enumerate(committees):
+    for count, (recipe, group) in enumerate(committees):
         report_progress(progress, label, count, len(committees))
-        out = committee_folder(run_dir, recipe, tta)
-        models, data = [run_dir / r["run"] / BEST_FILE for r in done], [Path(r["dataset_path"]) for r in done]
-        if _is_current(out / "evaluation.json", models, data):
+        if current_committee(run_dir, recipe, group, tta) is not None:
             continue
+        models, data = committee_files(run_dir, group)
+        out = committee_folder(run_dir, recipe, tta)
         try:
             evaluate(models, data, out_dir=out, tta=tta, cache=cache)
         except DataError:

@@ -407,12 +407,35 @@ def committee_folder(run_dir: str | os.PathLike[str], recipe: dict[str, Any] | N
     return Path(run_dir) / COMMITTEES_DIR / name / ("tta" if tta else "plain")
 
 
-def _committee(run_dir: Path | None, recipe: dict[str, Any] | None, members: list[str], tta: bool) -> dict[str, Any]:
-    """The committee's evaluation of these members, if one was written (and is not stale)."""
-    if run_dir is None or len(members) < 2:
-        return {}
-    found = read_json(committee_folder(run_dir, recipe, tta) / "evaluation.json") or {}
-    if sorted(Path(m).parent.name for m in found.get("models", [])) != sorted(members):
+def committee_files(run_dir: str | os.PathLike[str], rows: list[dict[str, Any]]) -> tuple[list[Path], list[Path]]:
+    """The model and data files of the committee of these rows: their finished runs that name a data file."""
+    done = [r for r in finished(rows) if r["dataset_path"]]
+    return [Path(run_dir) / r["run"] / BEST_FILE for r in done], [Path(r["dataset_path"]) for r in done]
+
+
+def current_committee(run_dir: str | os.PathLike[str], recipe: dict[str, Any] | None,
+                      rows: list[dict[str, Any]], tta: bool = False) -> dict[str, Any] | None:
+    """The evaluation of the committee of these rows (:func:`committee_files`), if one was written of
+    exactly their models and data files after each of them last changed; ``None`` otherwise."""
+    models, data = committee_files(run_dir, rows)
+    evaluation = committee_folder(run_dir, recipe, tta) / "evaluation.json"
+    found = read_json(evaluation) if len(models) >= 2 else None
+    if not found:
+        return None
+    same = (sorted(Path(m).resolve() for m in found.get("models", [])) == sorted(m.resolve() for m in models)
+            and sorted(Path(d).resolve() for d in found.get("data_files", [])) == sorted(d.resolve() for d in data))
+    try:
+        newer = all(evaluation.stat().st_mtime >= f.stat().st_mtime for f in (*models, *data))
+    except OSError:
+        return None
+    return found if same and newer else None
+
+
+def _committee(run_dir: Path | None, recipe: dict[str, Any] | None, rows: list[dict[str, Any]],
+               tta: bool) -> dict[str, Any]:
+    """Accuracy, errors and lowest recall of the current committee of these rows (``{}`` if none)."""
+    found = None if run_dir is None else current_committee(run_dir, recipe, rows, tta)
+    if found is None:
         return {}
     recalls = [c["recall"] for c in found.get("per_class", []) if c.get("support")]
     return {"accuracy": found.get("accuracy"), "errors": found.get("errors"),
@@ -441,8 +464,7 @@ def seed_groups(rows: list[dict[str, Any]], run_dir: str | os.PathLike[str] | No
         for key in ("best_val_accuracy", "test_accuracy", "lowest_recall", "duration_s"):
             entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std([r[key] for r in done if r[key] is not None])
         for key, tta in (("committee", False), ("committee_tta", True)):
-            entry[key] = _committee(None if run_dir is None else Path(run_dir), entry["recipe"],
-                                    [r["run"] for r in done], tta)
+            entry[key] = _committee(None if run_dir is None else Path(run_dir), entry["recipe"], done, tta)
         out.append(entry)
     return out
 
@@ -457,7 +479,7 @@ def committee_of_all(rows: list[dict[str, Any]], run_dir: str | os.PathLike[str]
     if len({r["recipe"] for r in done}) < 2:
         return {}
     names = [r["run"] for r in done]
-    return {"runs": names, **{key: _committee(Path(run_dir), None, names, tta)
+    return {"runs": names, **{key: _committee(Path(run_dir), None, done, tta)
                               for key, tta in (("committee", False), ("committee_tta", True))}}
 
 

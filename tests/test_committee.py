@@ -154,7 +154,7 @@ def test_report_keeps_committees_that_are_current(members: list[tuple[Path, Path
     import os
     import shutil
 
-    from gtsrb_kit.report import evaluate_committees
+    from gtsrb_kit.report import build_report, evaluate_committees
 
     run_dir = tmp_path / "runs"
     for model, _ in members:
@@ -168,8 +168,12 @@ def test_report_keeps_committees_that_are_current(members: list[tuple[Path, Path
     retrained = run_dir / members[2][0].parent.name / "best.keras"  # the L model: in the committee of all only
     later = max(stamps.values()) / 1e9 + 10
     os.utime(retrained, (later, later))
+    stale = build_report(run_dir)  # a report shows no committee older than one of its members
+    assert stale["committee_of_all"]["committee"] == {} and all(g["committee"] for g in stale["groups"] if g["done"] > 1)
     again = evaluate_committees(run_dir)
     assert len(again) == 1 and "all" in again[0].parts
+    os.utime(again[0], (later + 1, later + 1))  # as if evaluated after the retraining, whose time is ahead
+    assert build_report(run_dir)["committee_of_all"]["committee"]["accuracy"] is not None
 
 
 def test_cli_report_committee_with_tta(members: list[tuple[Path, Path]], tmp_path: Path) -> None:
