@@ -7,13 +7,14 @@ partial sweep shows the missing runs as pending, running, interrupted or failed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gtsrb_kit.errors import DataError
+from gtsrb_kit.errors import ConfigError, DataError
 from gtsrb_kit.fileio import write_text_atomic
 from gtsrb_kit.plotting import plot_curves, pyplot, save_png
 from gtsrb_kit.progress import ProgressCallback
@@ -202,9 +203,15 @@ def _group_html(report: dict[str, Any]) -> list[str]:
 
 
 def recipe_text(recipe: dict[str, Any]) -> str:
-    """A seed group's recipe in one line: dataset, model, augmentation, then its other settings."""
+    """A seed group's recipe in one line: dataset, model, augmentation, then its other settings as
+    training applies them (those of older versions as recorded)."""
+    from gtsrb_kit.train import applied_settings
+
     main = ("dataset", "model", "augment")
-    rest = [f"{k}={v}" for k, v in sorted(recipe.items()) if k not in main]
+    settings = {k: v for k, v in recipe.items() if k not in main}
+    with contextlib.suppress(ConfigError, TypeError, ValueError):
+        settings = applied_settings(recipe.get("model"), settings)
+    rest = [f"{k}={v}" for k, v in sorted(settings.items())]
     return " ".join(str(recipe.get(k)) for k in main) + (", " + ", ".join(rest) if rest else "")
 
 

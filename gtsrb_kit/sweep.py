@@ -366,7 +366,6 @@ class _Job:
 
 def _settings_text(run: RunSpec) -> str:
     """The run's settings as its training applies them (a refit, say, keeps its last epoch: select=last)."""
-    from gtsrb_kit.train import TrainConfig
+    from gtsrb_kit.train import applied_settings
 
-    config = TrainConfig(run.dataset.path, model=run.model, **run.settings)
-    return ", ".join(f"{k}={getattr(config, k)}" for k in run.settings) or "defaults"
+    return ", ".join(f"{k}={v}" for k, v in applied_settings(run.model, run.settings).items()) or "defaults"

@@ -408,6 +408,16 @@ def _build_or_resume(cfg: TrainConfig, data: _Data, setup: Any, steps: int) -> t
     return net, state
 
 
+def applied_settings(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as training applies them (a refit keeps its last epoch: ``select`` is ``last``).
+
+    Raises:
+        ConfigError: A setting is invalid.
+    """
+    config = TrainConfig(Path("plan.h5"), model=model, **settings)
+    return {k: getattr(config, k) for k in settings}
+
+
 def resolve_pipeline(pipeline: str, gpu: bool, augmenter: Any) -> str:
     """The pipeline (``host`` or ``device``) that ``pipeline`` of :data:`PIPELINES` names here."""
     from gtsrb_kit.store import DeviceBatches

@@ -252,10 +252,11 @@ def test_recipes_that_differ_by_a_setting_are_told_apart(tmp_path: Path) -> None
 
 
 def test_refitted_runs_are_a_recipe_of_their_own_and_never_chosen(tmp_path: Path) -> None:
-    """Runs trained on train+val have no validation score: grouped apart, shown, never the chosen run."""
+    """Runs trained on train+val have no validation score: grouped apart, shown as they train (their
+    last epoch kept, whatever the plan's select says), never the chosen run."""
     data = tmp_path / "set-24x24-L.h5"
     data.write_bytes(b"x")
-    plan = plan_from_dict({"name": "refit", "train": {"batch_size": 8, "epochs": 3}, "runs": [
+    plan = plan_from_dict({"name": "refit", "train": {"batch_size": 8, "epochs": 3, "select": "val_loss"}, "runs": [
         {"dataset": str(data), "model": "v1", "seed": s, "name": f"{'refit' if r else 'plain'}__s{s}",
          **({"refit": True} if r else {})} for r in (False, True) for s in (0, 1)]})
     run_dir = tmp_path / "runs"
@@ -274,9 +275,10 @@ def test_refitted_runs_are_a_recipe_of_their_own_and_never_chosen(tmp_path: Path
     assert refit["runs"] == ["refit__s0", "refit__s1"] and refit["best_val_accuracy_mean"] is None
     assert refit["test_accuracy_mean"] == pytest.approx(0.98)
     md = write_report(run_dir).markdown.read_text()
-    assert "| set-24x24-L v1 none, batch_size=8, epochs=3, refit=True | 2/2 | 0, 1 | - | 98.00 ± 1.41 |" in md
+    assert "| set-24x24-L v1 none, batch_size=8, epochs=3, refit=True, select=last | 2/2 | 0, 1 | - | 98.00 ± 1.41 |" in md
+    assert "| set-24x24-L v1 none, batch_size=8, epochs=3, select=val_loss | 2/2 |" in md
     out = runner.invoke(app, ["report", str(run_dir)])
-    assert out.exit_code == 0 and "refit=True: 2 seed(s) done, test accuracy 98.00 ± 1.41 %, validation -, lowest" in out.stdout
+    assert out.exit_code == 0 and "refit=True, select=last: 2 seed(s) done, test accuracy 98.00 ± 1.41 %, validation -, lowest" in out.stdout
 
 
 def test_corruption_accuracy_column(tmp_path: Path) -> None:
