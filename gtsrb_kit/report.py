@@ -220,7 +220,7 @@ def committee_text(committee: dict[str, Any] | None) -> str:
     if not committee or committee.get("accuracy") is None:
         return "-"
     low = committee.get("lowest_recall")
-    return f"{committee['accuracy'] * 100:.2f}" + (f" ({low * 100:.1f})" if low is not None else "")
+    return f"{committee['accuracy'] * 100:.2f}" + (f" ({low * 100:.2f})" if low is not None else "")
 
 
 def format_cell(key: str, value: Any) -> str:

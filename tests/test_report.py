@@ -207,6 +207,15 @@ def test_validation_chooses_never_test(tmp_path: Path) -> None:
     assert '<tr class="best"><td>set-24x24-RGB__v2__none</td>' in files.html.read_text()
 
 
+def test_committee_text_keeps_two_decimals() -> None:
+    """A lowest recall of 98.46 % must not read as a target of 98.5 % reached."""
+    from gtsrb_kit.report import committee_text
+
+    assert committee_text({"accuracy": 0.997704, "lowest_recall": 0.984615}) == "99.77 (98.46)"
+    assert committee_text({"accuracy": 0.9975, "lowest_recall": None}) == "99.75"
+    assert committee_text({}) == "-"
+
+
 def test_seed_groups_mean_and_std(tmp_path: Path) -> None:
     accs = {"set-24x24-L__v1__s0": 0.90, "set-24x24-L__v1__s1": 0.92, "set-24x24-L__v1__s2": 0.97,
             "set-24x24-RGB__v1__s0": 0.80, "set-24x24-RGB__v1__s1": None}
