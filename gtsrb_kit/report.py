@@ -342,13 +342,13 @@ def evaluate_committees(run_dir: str | os.PathLike[str], *, tta: bool = False,
     if report["committee_of_all"]:
         wanted.append((None, [rows[n] for n in report["committee_of_all"]["runs"]]))
     written, cache = [], {}
-    committees = [(recipe, group) for recipe, group in wanted if len(committee_files(run_dir, group)[0]) >= 2]
+    files = [(recipe, *committee_files(run_dir, group)) for recipe, group in wanted]
+    committees = [(recipe, models, data) for recipe, models, data in files if len(models) >= 2]
     label = "committees with TTA" if tta else "committees"
-    for count, (recipe, group) in enumerate(committees):
+    for count, (recipe, models, data) in enumerate(committees):
         report_progress(progress, label, count, len(committees))
-        if current_committee(run_dir, recipe, group, tta) is not None:
+        if current_committee(run_dir, recipe, models, data, tta) is not None:
             continue
-        models, data = committee_files(run_dir, group)
         out = committee_folder(run_dir, recipe, tta)
         try:
             evaluate(models, data, out_dir=out, tta=tta, cache=cache)

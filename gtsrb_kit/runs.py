@@ -413,11 +413,10 @@ def committee_files(run_dir: str | os.PathLike[str], rows: list[dict[str, Any]])
     return [Path(run_dir) / r["run"] / BEST_FILE for r in done], [Path(r["dataset_path"]) for r in done]
 
 
-def current_committee(run_dir: str | os.PathLike[str], recipe: dict[str, Any] | None,
-                      rows: list[dict[str, Any]], tta: bool = False) -> dict[str, Any] | None:
-    """The evaluation of the committee of these rows (:func:`committee_files`), if one was written of
-    exactly their models and data files after each of them last changed; ``None`` otherwise."""
-    models, data = committee_files(run_dir, rows)
+def current_committee(run_dir: str | os.PathLike[str], recipe: dict[str, Any] | None, models: list[Path],
+                      data: list[Path], tta: bool = False) -> dict[str, Any] | None:
+    """The evaluation of a committee (its files from :func:`committee_files`), if one was written of
+    exactly these models and data files after each of them last changed; ``None`` otherwise."""
     evaluation = committee_folder(run_dir, recipe, tta) / "evaluation.json"
     found = read_json(evaluation) if len(models) >= 2 else None
     if not found:
@@ -434,7 +433,7 @@ def current_committee(run_dir: str | os.PathLike[str], recipe: dict[str, Any] | 
 def _committee(run_dir: Path | None, recipe: dict[str, Any] | None, rows: list[dict[str, Any]],
                tta: bool) -> dict[str, Any]:
     """Accuracy, errors and lowest recall of the current committee of these rows (``{}`` if none)."""
-    found = None if run_dir is None else current_committee(run_dir, recipe, rows, tta)
+    found = None if run_dir is None else current_committee(run_dir, recipe, *committee_files(run_dir, rows), tta)
     if found is None:
         return {}
     recalls = [c["recall"] for c in found.get("per_class", []) if c.get("support")]
